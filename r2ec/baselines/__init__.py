@@ -1,0 +1,1 @@
+"""Reference recommenders that R²ec has to beat: popularity and SASRec."""

@@ -1,0 +1,1 @@
+"""Canonical schemas, dataset loaders, samples and the temporal split."""

@@ -1,0 +1,1 @@
+"""Full-ranking metrics and the evaluator every recommender goes through."""

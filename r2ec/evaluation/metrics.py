@@ -1,0 +1,48 @@
+"""Full-ranking HR@K and NDCG@K with one relevant item per sample (method.md §4).
+
+Rank convention: 1 + number of unmasked items scoring strictly higher than the target + number of other
+unmasked items scoring *equal* to it (ties count against the model, so a constant scorer earns nothing).
+The user's history window is masked; a target that is in the history is a miss (rank 0 = miss).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+DEFAULT_KS = (5, 10, 20)
+
+
+def target_ranks(scores: torch.Tensor, target: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    """1-based rank of each target among all items, history masked; 0 where the target is masked.
+
+    Args:
+        scores: (B, n_items) any float dtype; compared in float32.
+        target: (B,) int64 catalogue indices.
+        history: (B, h) int64 catalogue indices, -1 for padding.
+    Returns:
+        (B,) int64 ranks.
+    """
+    scores = scores.float().clone()
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    target_in_history = (history == target[:, None]).any(dim=1)
+    padded = history.clamp_min(0)
+    scores.scatter_(1, padded, torch.where(history >= 0, -torch.inf, scores.gather(1, padded)))
+    target_score = scores[rows, target][:, None]
+    higher = (scores > target_score).sum(dim=1)
+    tied_others = (scores == target_score).sum(dim=1) - 1
+    ranks = 1 + higher + tied_others
+    return torch.where(target_in_history, torch.zeros_like(ranks), ranks)
+
+
+def ranking_metrics(ranks: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:
+    """Mean HR@K and NDCG@K over samples from their target ranks (0 = miss)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    out: dict[str, float] = {}
+    if len(ranks) == 0:
+        return {f"{m}@{k}": 0.0 for k in ks for m in ("ndcg", "hr")}
+    for k in ks:
+        hit = (ranks >= 1) & (ranks <= k)
+        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 1.0, where=hit, out=np.ones_like(ranks)), 0).mean())
+        out[f"hr@{k}"] = float(hit.mean())
+    return out

@@ -1,0 +1,105 @@
+"""The ``r2ec`` command line: one subcommand per job; bad input is one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from services.settings import Settings, load_settings
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A problem the user can fix (bad argument, missing dataset); printed without a traceback."""
+
+
+def _print_json_or_table(result: dict[str, Any], json_path: str | None) -> None:
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    print(format_result(result))
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """Human-readable rendering: metric blocks as a table, the rest as key: value lines."""
+    lines = []
+    metric_blocks = {k: v for k, v in result.items() if isinstance(v, dict) and "ndcg@10" in v}
+    for key, value in result.items():
+        if key not in metric_blocks and not isinstance(value, dict):
+            lines.append(f"{key:>14}: {value}")
+    if metric_blocks:
+        names = [k for k in next(iter(metric_blocks.values())) if k != "n"]
+        lines.append(f"{'split':>14}  {'n':>6}  " + "  ".join(f"{n:>8}" for n in names))
+        for block, metrics in metric_blocks.items():
+            row = "  ".join(f"{metrics[n]:8.4f}" for n in names)
+            lines.append(f"{block:>14}  {metrics.get('n', ''):>6}  {row}")
+    return "\n".join(lines)
+
+
+def cmd_data_prepare(settings: Settings, args: argparse.Namespace) -> int:
+    from services.jobs import prepare_data
+
+    _print_json_or_table(prepare_data.run(settings, args.dataset), None)
+    return 0
+
+
+def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from services.jobs import evaluate
+
+    _print_json_or_table(evaluate.run(settings, args.model, args.dataset), args.json)
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from services.jobs import demo
+
+    demo.run(settings, echo=print)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="r2ec", description=__doc__)
+    parser.add_argument("--home", type=Path, help="state folder (default: $R2EC_HOME or ./var)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    prep = data.add_parser("prepare", help="write a dataset's canonical parquet files and print counts")
+    prep.add_argument("--dataset", default=None)
+    prep.set_defaults(handler=cmd_data_prepare)
+
+    ev = sub.add_parser("evaluate", help="fit a recommender and print its test metrics")
+    ev.add_argument("--model", required=True, choices=["popularity", "sasrec"])
+    ev.add_argument("--dataset", default=None)
+    ev.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
+    ev.set_defaults(handler=cmd_evaluate)
+
+    demo = sub.add_parser("demo", help="the main job end to end on embedded defaults")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+Handler = Callable[[Settings, argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``r2ec`` console script."""
+    from r2ec.data.movielens import DatasetUnavailable
+    from r2ec.data.schema import SchemaError
+
+    args = build_parser().parse_args(argv)
+    settings = load_settings(home=args.home)
+    handler: Handler = args.handler
+    try:
+        return handler(settings, args)
+    except (UsageError, DatasetUnavailable, SchemaError, FileNotFoundError, ValueError) as error:
+        print(f"r2ec: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Jobs: plain functions ``run(settings, ...) -> summary`` that the CLI and the DAGs both call."""
