@@ -127,9 +127,7 @@ def temporal_split(
     return with_cold[0], with_cold[1], with_cold[2]
 
 
-def prepare(
-    name: str, interactions: pd.DataFrame, items: pd.DataFrame, max_history: int = 20
-) -> PreparedData:
+def prepare(name: str, interactions: pd.DataFrame, items: pd.DataFrame, max_history: int = 20) -> PreparedData:
     """Samples and splits of a canonical (interactions, items) pair."""
     item_index = {item_id: i for i, item_id in enumerate(items["item_id"])}
     samples, source_row = build_samples(interactions, item_index, max_history)

@@ -43,6 +43,8 @@ def ranking_metrics(ranks: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict
         return {f"{m}@{k}": 0.0 for k in ks for m in ("ndcg", "hr")}
     for k in ks:
         hit = (ranks >= 1) & (ranks <= k)
-        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 1.0, where=hit, out=np.ones_like(ranks)), 0).mean())
+        out[f"ndcg@{k}"] = float(
+            np.where(hit, 1.0 / np.log2(ranks + 1.0, where=hit, out=np.ones_like(ranks)), 0).mean()
+        )
         out[f"hr@{k}"] = float(hit.mean())
     return out
