@@ -11,7 +11,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +30,29 @@ class Settings(BaseSettings):
         default=None, description="Show progress bars; None = only when stderr is a terminal."
     )
 
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="MLflow server URL (production); None = sqlite:///<state>/mlflow.db, local artifacts."
+    )
+    mlflow_experiment: str = Field(default="r2ec", description="MLflow experiment that holds the training runs.")
+    registry_model_name: str = Field(default="r2ec", description="Registered model that versions the checkpoints.")
+    gate_metric: str = Field(default="ndcg@10", description="Validation metric the promotion gate compares.")
+    gate_min_delta: float = Field(
+        default=0.0, description="Challenger must beat champion's gate metric by at least this much to pass."
+    )
+    auto_promote: bool = Field(default=False, description="Move alias champion to a new version that passed the gate.")
+    qdrant_url: str | None = Field(default=None, description="Qdrant server URL (production); None = local mode.")
+    qdrant_api_key: SecretStr | None = Field(default=None, description="API key of the Qdrant server, if it wants one.")
+    qdrant_path: str | None = Field(
+        default=None, description="Local-mode folder, or ':memory:'; None = <state>/qdrant. Ignored with qdrant_url."
+    )
+    qdrant_exact: bool = Field(
+        default=True, description="Exact (brute-force) nearest neighbours on the server; False = HNSW, approximate."
+    )
+    index_batch_size: int = Field(default=128, ge=64, le=256, description="Points per Qdrant upsert request.")
+    index_keep_collections: int = Field(
+        default=2, ge=0, description="Previous item collections kept for rollback; older ones are deleted."
+    )
+
     @cached_property
     def root(self) -> Path:
         """Absolute state folder (absolute because SQLite URLs resolve against the working directory)."""
@@ -38,6 +61,11 @@ class Settings(BaseSettings):
     def data_dir(self, dataset: str | None = None) -> Path:
         """Where the canonical parquet files of a dataset live."""
         return self.root / "data" / (dataset or self.dataset)
+
+    @property
+    def mlflow_uri(self) -> str:
+        """Tracking and registry store: the configured server, else SQLite under the state folder."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
 
 
 def load_settings(**overrides: object) -> Settings:
