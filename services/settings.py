@@ -8,8 +8,10 @@ server) through the same variables, or through an env file named by ``R2EC_ENV_F
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +55,31 @@ class Settings(BaseSettings):
         default=2, ge=0, description="Previous item collections kept for rollback; older ones are deleted."
     )
 
+    ingest_max_bad_fraction: float = Field(
+        default=0.05, ge=0, le=1, description="Refuse a whole ingest batch when more of its rows than this are bad."
+    )
+    ingest_max_future_skew_s: float = Field(
+        default=3600.0, ge=0, description="Event times later than now plus this many seconds are rejected."
+    )
+    catalogue_start: datetime = Field(
+        default=datetime(1990, 1, 1, tzinfo=UTC),
+        description="Earliest valid event time; item texts are valid from this moment on.",
+    )
+    rating_min: float = Field(default=1.0, description="Lowest rating of the scale (null ratings are allowed).")
+    rating_max: float = Field(default=5.0, description="Highest rating of the scale.")
+    id_max_chars: int = Field(default=128, ge=1, description="User and item ids longer than this are rejected.")
+    text_max_chars: int = Field(default=2000, ge=1, description="Free-text log fields are cut to this length.")
+    feast_world: Literal["embedded", "production"] = Field(
+        default="embedded",
+        description="embedded: duckdb offline, SQLite online and registry under <state>/feast; "
+        "production: PostgreSQL registry, offline and online store at feast_postgres_url.",
+    )
+    feast_project: str = Field(default="r2ec", description="Feast project name; also prefixes production tables.")
+    feast_postgres_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/test",
+        description="PostgreSQL of the production Feast world (user, password, host, port, database).",
+    )
+
     @cached_property
     def root(self) -> Path:
         """Absolute state folder (absolute because SQLite URLs resolve against the working directory)."""
@@ -61,6 +88,10 @@ class Settings(BaseSettings):
     def data_dir(self, dataset: str | None = None) -> Path:
         """Where the canonical parquet files of a dataset live."""
         return self.root / "data" / (dataset or self.dataset)
+
+    def lake_dir(self, dataset: str | None = None) -> Path:
+        """Where validated interaction logs land: clean partitions by day, quarantine, batch manifests."""
+        return self.root / "lake" / (dataset or self.dataset)
 
     @property
     def mlflow_uri(self) -> str:
