@@ -12,6 +12,7 @@ from typing import Any
 from services.settings import Settings, load_settings
 
 EXIT_USAGE = 2
+EXIT_REFUSED = 1  # the input was read but rejected (e.g. too many bad rows)
 
 
 class UsageError(Exception):
@@ -62,6 +63,29 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from services.jobs import ingest
+
+    summary = ingest.run(settings, args.path, args.dataset)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_result(summary))
+        print("\n".join(f"{reason:>34}: {count}" for reason, count in summary["reasons"].items()))
+    if not summary["accepted"]:
+        print(f"r2ec: {summary['message']}", file=sys.stderr)
+        return EXIT_REFUSED
+    return 0
+
+
+def cmd_features(settings: Settings, args: argparse.Namespace) -> int:
+    from services.jobs import features
+
+    job = {"apply": features.apply, "materialize": features.materialize}[args.features_command]
+    print(json.dumps(job(settings, args.dataset), indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r2ec", description=__doc__)
     parser.add_argument("--home", type=Path, help="state folder (default: $R2EC_HOME or ./var)")
@@ -77,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", default=None)
     ev.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
     ev.set_defaults(handler=cmd_evaluate)
+
+    ing = sub.add_parser("ingest", help="validate one interaction-log file and land it (exit 1 when refused)")
+    ing.add_argument("path", type=Path, help="CSV, parquet or JSON-lines file")
+    ing.add_argument("--dataset", default=None, help="catalogue and lake to use (default: the settings' dataset)")
+    ing.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ing.set_defaults(handler=cmd_ingest)
+
+    feats = sub.add_parser("features", help="Feast feature store")
+    feats = feats.add_subparsers(dest="features_command", required=True)
+    for name, text in (("apply", "register the definitions over the lake"), ("materialize", "load the online store")):
+        cmd = feats.add_parser(name, help=text)
+        cmd.add_argument("--dataset", default=None)
+        cmd.set_defaults(handler=cmd_features)
 
     demo = sub.add_parser("demo", help="the main job end to end on embedded defaults")
     demo.set_defaults(handler=cmd_demo)

@@ -1,0 +1,25 @@
+"""Jobs: register the Feast definitions over the lake, and load the online store incrementally."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from services import features
+from services.datastore import read_dataset
+from services.settings import Settings
+from services.validation import read_clean_log
+
+
+def apply(settings: Settings, dataset: str | None = None) -> dict[str, Any]:
+    """Rewrite the source tables from the clean lake and the catalogue, then apply the definitions."""
+    _, items = read_dataset(settings, dataset)
+    summary = features.apply(settings, read_clean_log(settings, dataset), items)
+    return {"dataset": dataset or settings.dataset, **summary}
+
+
+def materialize(settings: Settings, dataset: str | None = None, end: datetime | None = None) -> dict[str, Any]:
+    """Refresh the source tables from the lake, then load feature rows up to ``end`` into the online store."""
+    _, items = read_dataset(settings, dataset)
+    rows = features.write_sources(settings, read_clean_log(settings, dataset), items)
+    return {"dataset": dataset or settings.dataset, "rows": rows, **features.materialize(settings, end)}
