@@ -149,11 +149,9 @@ def sanitize(raw: pd.DataFrame, policy: Policy) -> pd.DataFrame:
         values = raw[column]
         if column in ID_COLUMNS or values.dtype == object or pd.api.types.is_string_dtype(values):
             text = strip_controls(values.astype("string")).str.strip()
-            if column in ID_COLUMNS:
-                text = text.mask(text == "")
-            elif column not in INTERACTION_COLUMNS:
-                text = text.str.slice(0, policy.text_max_chars)
-            values = text
+            # an empty id, time or rating is a missing one; free text is capped
+            cap = policy.text_max_chars
+            values = text.mask(text == "") if column in INTERACTION_COLUMNS else text.str.slice(0, cap)
         out[column] = values
     out[RAW_TIME] = out.pop("event_time")
     out[RAW_RATING] = out.pop("rating")
