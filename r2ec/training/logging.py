@@ -1,0 +1,48 @@
+"""Where training metrics go: a small interface the MLflow adapter implements, plus a JSON-lines file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class MetricsLogger(Protocol):
+    """Receives the run's parameters once and metrics at every logged step."""
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+
+class JsonlLogger:
+    """Appends one JSON object per call to a file (kept next to the checkpoint)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record, default=str) + "\n")
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._write({"params": params})
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self._write({"step": step, **metrics})
+
+
+class FanOutLogger:
+    """Sends every call to several loggers (e.g. the JSON-lines file and MLflow)."""
+
+    def __init__(self, *loggers: MetricsLogger) -> None:
+        self.loggers = loggers
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.log_params(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step)

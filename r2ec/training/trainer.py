@@ -1,0 +1,342 @@
+"""The R²ec trainer: RecPO and the contrastive ablation, one optimizer step per batch of users.
+
+Generation, reward computation and the loss live in separate methods (``_generate``,
+``_calculate_rewards``, ``_recpo_loss``), as in TRL's GRPO trainer. The frozen lower layers of every item
+prompt are computed once (:class:`FrozenLayerCache`), so re-encoding items with gradient and refreshing the
+whole item table only run the LoRA layers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from r2ec.data.samples import PreparedData, Samples
+from r2ec.evaluation.evaluator import evaluate
+from r2ec.evaluation.metrics import mask_history, target_ranks
+from r2ec.modeling.generation import GenerationSettings, Rollouts, generate_rollouts, left_pad
+from r2ec.modeling.recommender import R2ecRecommender
+from r2ec.modeling.scoring import cosine_scores
+from r2ec.modeling.vectors import (
+    at_last_token,
+    decoder_and_head,
+    embed,
+    final_norm,
+    hidden_states,
+    n_layers,
+    run_layers,
+)
+from r2ec.training.config import TrainConfig
+from r2ec.training.logging import MetricsLogger
+from r2ec.training.losses import item_softmax_loss, policy_token_loss, token_logprobs
+from r2ec.training.rewards import fused_reward, group_advantages, rank_reward, similarity_reward
+
+BEST_DIR = "best"
+
+
+class FrozenLayerCache:
+    """Outputs of the frozen layers ``[0, split)`` for fixed prompts, so later passes start at ``split``."""
+
+    def __init__(
+        self,
+        recommender: R2ecRecommender,
+        rows: Sequence[Sequence[int]],
+        split: int,
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> None:
+        self.recommender = recommender
+        self.split = split
+        self.states: list[torch.Tensor] = [torch.empty(0)] * len(rows)
+        model, pad = recommender.model, recommender.tokenizer.pad_token_id
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        with torch.no_grad():
+            for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="caching frozen layers"):
+                chunk = order[start : start + batch_size]
+                ids, mask = left_pad([rows[i] for i in chunk], pad)
+                ids, mask = ids.to(recommender.device), mask.to(recommender.device)
+                states = run_layers(model, embed(model, ids), mask, 0, split)
+                for j, i in enumerate(chunk):
+                    self.states[i] = states[j, -len(rows[i]) :].clone()
+
+    def last_hidden(self, index: Sequence[int]) -> torch.Tensor:
+        """(k, d) float32 raw vectors of the cached prompts ``index``, through the upper layers (grad if enabled)."""
+        model = self.recommender.model
+        width = max(len(self.states[i]) for i in index)
+        first = self.states[index[0]]
+        hidden = first.new_zeros((len(index), width, first.shape[-1]))
+        mask = torch.zeros((len(index), width), dtype=torch.long, device=first.device)
+        for row, i in enumerate(index):
+            hidden[row, width - len(self.states[i]) :] = self.states[i]
+            mask[row, width - len(self.states[i]) :] = 1
+        hidden = run_layers(model, hidden, mask, self.split, n_layers(model))
+        return at_last_token(final_norm(model, hidden), mask)
+
+    def all_last_hidden(self, batch_size: int = 64) -> torch.Tensor:
+        """(n, d) float32 raw vectors of every cached prompt, no grad."""
+        with torch.no_grad():
+            parts = [
+                self.last_hidden(list(range(s, min(s + batch_size, len(self.states)))))
+                for s in range(0, len(self.states), batch_size)
+            ]
+        return torch.cat(parts)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced and what it cost."""
+
+    best_dir: Path
+    best_valid_ndcg10: float
+    budget: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class R2ecTrainer:
+    """Trains the LoRA adapters of an :class:`R2ecRecommender` on a prepared dataset."""
+
+    def __init__(
+        self,
+        recommender: R2ecRecommender,
+        data: PreparedData,
+        config: TrainConfig,
+        logger: MetricsLogger | None = None,
+        progress: bool = False,
+    ) -> None:
+        if config.mode == "zero-shot":
+            raise ValueError("zero-shot mode has nothing to train: evaluate the untrained model instead")
+        if recommender.config.reasoning != (config.mode == "recpo"):
+            raise ValueError(f"mode {config.mode} needs a recommender with reasoning={config.mode == 'recpo'}")
+        self.recommender, self.data, self.config = recommender, data, config
+        self.logger, self.progress = logger, progress
+        self.rng = np.random.default_rng(config.seed)
+        torch.manual_seed(config.seed)
+        model = recommender.model
+        split = n_layers(model) - (recommender.config.lora.top_layers or n_layers(model))
+        self.item_cache = FrozenLayerCache(
+            recommender, recommender.item_prompt_ids(data.items), max(split, 0), progress=progress
+        )
+        popularity = np.bincount(data.train.target, minlength=data.n_items).astype(np.float64) + 1.0
+        self.negative_probs = popularity / popularity.sum() if config.popularity_negatives else None
+        n_valid = min(config.eval_samples, len(data.valid))
+        self.valid = data.valid.take(np.sort(self.rng.choice(len(data.valid), n_valid, replace=False)))
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.rollout_settings = GenerationSettings(
+            max_new_tokens=config.max_new_tokens,
+            do_sample=True,
+            temperature=config.temperature,
+            top_k=config.top_k,
+            batch_size=recommender.config.generation.batch_size,
+        )
+        self.budget = {"steps": 0, "samples": 0, "rollouts": 0, "reasoning_tokens": 0, "wall_s": 0.0}
+
+    # item side --------------------------------------------------------------------------------------
+
+    def refresh_item_table(self) -> None:
+        """Rebuild every item vector with the current adapters and refit the centring vector."""
+        raw = self.item_cache.all_last_hidden()
+        self.recommender.item_mean = raw.mean(dim=0)
+        self.recommender.items = self.data.items
+        self.recommender.item_table = self.recommender.project(raw)
+
+    def _candidates(self, batch: Samples) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+        """Candidate item vectors for the item loss: batch targets (with grad) + sampled negatives (cached).
+
+        Returns (candidates (C, d), labels (B,), history mask (B, C), detached target ids).
+        """
+        targets = np.unique(batch.target)
+        with_grad = self.recommender.project(self.item_cache.last_hidden(targets.tolist()))
+        pool = np.setdiff1d(np.arange(self.data.n_items), targets)
+        n_neg = min(self.config.n_negatives, len(pool))
+        probs = None if self.negative_probs is None else self.negative_probs[pool] / self.negative_probs[pool].sum()
+        negatives = self.rng.choice(pool, n_neg, replace=False, p=probs)
+        candidates = torch.cat([with_grad, self.recommender.item_table[negatives]])
+        ids = np.concatenate([targets, negatives])
+        labels = torch.from_numpy(np.searchsorted(targets, batch.target))
+        in_history = (batch.history[:, :, None] == ids[None, None, :]).any(axis=1)
+        in_history[np.arange(len(batch)), labels.numpy()] = False
+        self._refresh_rows(targets, with_grad)
+        return candidates, labels, torch.from_numpy(in_history), targets
+
+    def _refresh_rows(self, items: np.ndarray, vectors: torch.Tensor) -> None:
+        self.recommender.item_table[torch.from_numpy(items)] = vectors.detach().float()
+
+    # RecPO ------------------------------------------------------------------------------------------
+
+    def _generate(self, batch: Samples) -> Rollouts:
+        """``group_size`` sampled reasonings per user, consecutive rows per user."""
+        prompts = self.recommender.user_prompt_ids(batch, self.data.items)
+        return generate_rollouts(
+            self.recommender.model,
+            self.recommender.tokenizer,
+            prompts,
+            self.rollout_settings,
+            num_return_sequences=self.config.group_size,
+        )
+
+    def _calculate_rewards(self, users: torch.Tensor, batch: Samples) -> dict[str, torch.Tensor]:
+        """Rank, similarity and fused rewards of each rollout (unit user vectors, no grad), and advantages."""
+        repeat = np.repeat(np.arange(len(batch)), self.config.group_size)
+        history = torch.from_numpy(batch.history[repeat])
+        target = torch.from_numpy(batch.target[repeat])
+        scores = cosine_scores(users, self.recommender.item_table, self.recommender.config.tau)
+        ranks = target_ranks(scores, target, history)
+        rank_r = rank_reward(ranks, self.config.rank_cutoff)
+        similarity_r = similarity_reward(mask_history(scores, history), target)
+        fused = fused_reward(rank_r, similarity_r, self.config.beta)
+        return {
+            "ranks": ranks,
+            "rank_reward": rank_r,
+            "similarity_reward": similarity_r,
+            "reward": fused,
+            "advantages": group_advantages(fused, self.config.group_size),
+        }
+
+    def _recpo_loss(self, batch: Samples) -> tuple[torch.Tensor, dict[str, float]]:
+        rollouts = self._generate(batch)
+        model, device = self.recommender.model, self.recommender.device
+        ids, mask = rollouts.input_ids.to(device), rollouts.attention_mask.to(device)
+        completion = rollouts.completion_mask.to(device)
+        states = hidden_states(model, ids, mask)
+        users = self.recommender.project(at_last_token(states, mask))
+        rewards = self._calculate_rewards(users.detach(), batch)
+        advantages = rewards["advantages"].to(device)
+
+        _, lm_head = decoder_and_head(model)
+        actions = completion[:, 1:].bool()
+        picked = token_logprobs(lm_head(states[:, :-1][actions]), ids[:, 1:][actions])
+        logprobs = torch.zeros(actions.shape, dtype=picked.dtype, device=device).masked_scatter(actions, picked)
+        logprobs = torch.nn.functional.pad(logprobs, (1, 0))
+        token_loss, _ = policy_token_loss(
+            logprobs, logprobs.detach(), advantages, completion, self.config.clip_low, self.config.clip_high
+        )
+
+        groups = rewards["reward"].view(-1, self.config.group_size)
+        best = groups.topk(self.config.item_loss_top, dim=1).indices + (
+            torch.arange(len(batch))[:, None] * self.config.group_size
+        )
+        best = best.reshape(-1)
+        candidates, labels, history_mask, _ = self._candidates(batch)
+        per_user = best // self.config.group_size
+        item_loss = item_softmax_loss(
+            users[best],
+            candidates,
+            labels[per_user],
+            advantages[best],
+            self.recommender.config.tau,
+            history_mask[per_user],
+        )
+        self.budget["rollouts"] += len(rollouts.rationales)
+        self.budget["reasoning_tokens"] += int(completion.sum())
+        stats = {
+            "token_loss": token_loss.item(),
+            "item_loss": item_loss.item(),
+            "reward": float(rewards["reward"].mean()),
+            "rank_reward": float(rewards["rank_reward"].mean()),
+            "median_rank": float(rewards["ranks"].float().median()),
+            "reasoning_tokens_per_rollout": float(completion.sum(dim=1).float().mean()),
+        }
+        return token_loss + item_loss, stats
+
+    # contrastive ------------------------------------------------------------------------------------
+
+    def _contrastive_loss(self, batch: Samples) -> tuple[torch.Tensor, dict[str, float]]:
+        device = self.recommender.device
+        ids, mask = left_pad(
+            self.recommender.user_prompt_ids(batch, self.data.items), self.recommender.tokenizer.pad_token_id
+        )
+        raw = at_last_token(hidden_states(self.recommender.model, ids.to(device), mask.to(device)), mask.to(device))
+        users = self.recommender.project(raw)
+        candidates, labels, history_mask, _ = self._candidates(batch)
+        loss = item_softmax_loss(
+            users, candidates, labels, torch.ones(len(batch)), self.recommender.config.tau, history_mask
+        )
+        with torch.no_grad():
+            spread = cosine_scores(users, self.recommender.item_table, self.recommender.config.tau).std(dim=1).mean()
+        return loss, {
+            "item_loss": loss.item(),
+            "chance_loss": math.log(candidates.shape[0]),
+            "score_spread": float(spread),
+        }
+
+    # loop -------------------------------------------------------------------------------------------
+
+    def evaluate_valid(self) -> dict[str, float]:
+        """NDCG/HR@K on the fixed validation subset with the current adapters and a fresh item table."""
+        self.refresh_item_table()
+        report = evaluate(self.recommender, self.valid, batch_size=32)
+        return {f"valid_{k}": v for k, v in report.overall.items()}
+
+    def _batches(self):
+        while True:
+            order = self.rng.permutation(len(self.data.train))
+            for start in range(0, len(order) - self.config.batch_size + 1, self.config.batch_size):
+                yield self.data.train.take(np.sort(order[start : start + self.config.batch_size]))
+
+    def _budget_left(self, started: float) -> bool:
+        config, budget = self.config, self.budget
+        if budget["steps"] >= config.max_steps:
+            return False
+        if config.max_samples is not None and budget["samples"] >= config.max_samples:
+            return False
+        return config.max_minutes is None or time.perf_counter() - started < 60 * config.max_minutes
+
+    def train(self, out_dir: Path) -> TrainResult:
+        """Train until a budget or patience runs out; the best adapter by validation NDCG@10 is in ``out_dir/best``."""
+        config, model = self.config, self.recommender.model
+        if self.logger:
+            self.logger.log_params({"train": asdict(config), "model": asdict(self.recommender.config)})
+        started = time.perf_counter()
+        history: list[dict[str, float]] = []
+        best, stale = self.evaluate_valid(), 0
+        history.append({"step": 0, **best})
+        self._save(out_dir / BEST_DIR, best)
+        if self.logger:
+            self.logger.log_metrics(best, step=0)
+        loss_fn = self._recpo_loss if config.mode == "recpo" else self._contrastive_loss
+        bar = tqdm(total=config.max_steps, disable=not self.progress, desc=f"training ({config.mode})")
+        model.train()
+        for batch in self._batches():
+            if not self._budget_left(started):
+                break
+            step_started = time.perf_counter()
+            loss, stats = loss_fn(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm)
+            self.optimizer.step()
+            self.budget["steps"] += 1
+            self.budget["samples"] += len(batch)
+            step = self.budget["steps"]
+            stats.update(loss=loss.item(), grad_norm=float(grad_norm), step_s=time.perf_counter() - step_started)
+            if self.logger:
+                self.logger.log_metrics(stats, step=step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}")
+            if step % config.eval_every == 0:
+                metrics = self.evaluate_valid()
+                history.append({"step": step, **metrics})
+                if self.logger:
+                    self.logger.log_metrics(metrics, step=step)
+                if metrics["valid_ndcg@10"] > best["valid_ndcg@10"]:
+                    best, stale = metrics, 0
+                    self._save(out_dir / BEST_DIR, best)
+                else:
+                    stale += 1
+                    if stale >= config.patience:
+                        break
+        bar.close()
+        self.budget["wall_s"] = round(time.perf_counter() - started, 1)
+        return TrainResult(out_dir / BEST_DIR, best["valid_ndcg@10"], dict(self.budget), history)
+
+    def _save(self, directory: Path, metrics: dict[str, float]) -> None:
+        self.recommender.save(directory, metrics={**metrics, "budget": dict(self.budget), "train": asdict(self.config)})
