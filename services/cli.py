@@ -52,7 +52,54 @@ def cmd_data_prepare(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from services.jobs import evaluate
 
-    _print_json_or_table(evaluate.run(settings, args.model, args.dataset), args.json)
+    if args.checkpoint is not None and args.model != "r2ec":
+        raise UsageError("--checkpoint only applies to --model r2ec")
+    result = evaluate.run(settings, args.model, args.dataset, checkpoint=args.checkpoint, max_samples=args.max_samples)
+    _print_json_or_table(result, args.json)
+    return 0
+
+
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    from r2ec.training.config import TrainConfig
+    from services.jobs import train
+
+    config = TrainConfig(
+        mode=args.mode,
+        seed=settings.seed,
+        max_steps=args.max_steps,
+        max_samples=args.max_samples,
+        max_minutes=args.max_minutes,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        group_size=args.group_size,
+        max_new_tokens=args.max_new_tokens,
+        eval_every=args.eval_every,
+        eval_samples=args.eval_samples,
+    )
+    summary = train.run(
+        settings,
+        config,
+        args.out,
+        args.dataset,
+        backbone=args.backbone,
+        history_items=args.history_items,
+        top_layers=None if args.top_layers == 0 else args.top_layers,
+        init_checkpoint=args.init,
+    )
+    _print_json_or_table(summary, None)
+    return 0
+
+
+def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
+    from services.jobs import explain
+
+    result = explain.run(settings, args.checkpoint, args.user, args.dataset)
+    print("history (oldest first):")
+    print("\n".join(f"  {title}" for title in result["history"]))
+    print(f"reasoning: {result['reasoning'] or '(none: model trained without reasoning)'}")
+    print("top-10:")
+    print("\n".join(f"  {r['rank']:>2}. {r['title']}  ({r['score']:.2f})" for r in result["recommendations"]))
+    print(f"actual next: {result['actual_next']}")
     return 0
 
 
@@ -97,10 +144,37 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(handler=cmd_data_prepare)
 
     ev = sub.add_parser("evaluate", help="fit a recommender and print its test metrics")
-    ev.add_argument("--model", required=True, choices=["popularity", "sasrec"])
+    ev.add_argument("--model", required=True, choices=["popularity", "sasrec", "r2ec"])
     ev.add_argument("--dataset", default=None)
+    ev.add_argument("--checkpoint", type=Path, help="r2ec checkpoint folder (none = zero-shot backbone)")
+    ev.add_argument("--max-samples", type=int, help="seeded subset of the split, plus all cold-start samples")
     ev.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
     ev.set_defaults(handler=cmd_evaluate)
+
+    tr = sub.add_parser("train", help="train R2ec; the best adapter by validation NDCG@10 lands in OUT/best")
+    tr.add_argument("--mode", required=True, choices=["recpo", "contrastive"])
+    tr.add_argument("--dataset", default=None)
+    tr.add_argument("--out", type=Path, required=True)
+    tr.add_argument("--backbone", default="smollm2-135m-instruct", help="HF causal-LM folder/id, or 'tiny'")
+    tr.add_argument("--init", type=Path, help="start from this checkpoint's adapter (e.g. recpo after contrastive)")
+    tr.add_argument("--max-steps", type=int, default=200)
+    tr.add_argument("--max-samples", type=int)
+    tr.add_argument("--max-minutes", type=float)
+    tr.add_argument("--batch-size", type=int, default=16)
+    tr.add_argument("--lr", type=float, default=3e-4)
+    tr.add_argument("--group-size", type=int, default=4)
+    tr.add_argument("--max-new-tokens", type=int, default=32)
+    tr.add_argument("--history-items", type=int, default=10)
+    tr.add_argument("--top-layers", type=int, default=4, help="LoRA on the top N layers (0 = all)")
+    tr.add_argument("--eval-every", type=int, default=25)
+    tr.add_argument("--eval-samples", type=int, default=300)
+    tr.set_defaults(handler=cmd_train)
+
+    ex = sub.add_parser("explain", help="print a user's history, the model's reasoning and its top-10")
+    ex.add_argument("--checkpoint", type=Path, required=True)
+    ex.add_argument("--user", required=True)
+    ex.add_argument("--dataset", default=None)
+    ex.set_defaults(handler=cmd_explain)
 
     ing = sub.add_parser("ingest", help="validate one interaction-log file and land it (exit 1 when refused)")
     ing.add_argument("path", type=Path, help="CSV, parquet or JSON-lines file")

@@ -31,6 +31,18 @@ class EvaluationReport:
         }
 
 
+def evaluation_subset(samples: Samples, n: int, seed: int = 0) -> tuple[Samples, np.ndarray]:
+    """A fixed, seeded random subset of ``n`` samples, plus every cold-start sample.
+
+    Returns the union (in split order) and a mask of the random part: overall metrics are computed on the
+    random part only (so the cold slice is not over-weighted), cold metrics on every cold sample.
+    """
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(samples), min(n, len(samples)), replace=False)
+    union = np.union1d(chosen, np.flatnonzero(samples.cold))
+    return samples.take(union), np.isin(union, chosen)
+
+
 @torch.no_grad()
 def sample_ranks(model: Recommender, samples: Samples, batch_size: int = 256, progress: bool = False) -> np.ndarray:
     """Target rank of every sample (0 = miss), scored ``batch_size`` samples at a time."""
@@ -50,13 +62,15 @@ def evaluate(
     batch_size: int = 256,
     ks: tuple[int, ...] = DEFAULT_KS,
     progress: bool = False,
+    overall: np.ndarray | None = None,
 ) -> EvaluationReport:
-    """Full-ranking metrics of ``model`` on ``samples`` and on their cold-start slice."""
+    """Full-ranking metrics of ``model`` on ``samples`` (or on the ``overall`` mask of them) and on the cold slice."""
     ranks = sample_ranks(model, samples, batch_size, progress)
+    overall = np.ones(len(samples), dtype=bool) if overall is None else overall
     return EvaluationReport(
-        overall=ranking_metrics(ranks, ks),
+        overall=ranking_metrics(ranks[overall], ks),
         cold=ranking_metrics(ranks[samples.cold], ks),
         ranks=ranks,
-        n_samples=len(samples),
+        n_samples=int(overall.sum()),
         n_cold=int(samples.cold.sum()),
     )

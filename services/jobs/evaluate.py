@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import resource
 import time
+from pathlib import Path
 from typing import Any
 
-from r2ec.evaluation.evaluator import evaluate
+from r2ec.data.samples import PreparedData
+from r2ec.evaluation.evaluator import evaluate, evaluation_subset
 from r2ec.recommender import Recommender
 from services.datastore import load_prepared
 from services.settings import Settings
 
 BASELINES = ("popularity", "sasrec")
+MODELS = (*BASELINES, "r2ec")
 
 
 def build_baseline(name: str, seed: int) -> Recommender:
@@ -32,15 +35,45 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(settings: Settings, model: str, dataset: str | None = None, split: str = "test") -> dict[str, Any]:
-    """Fit ``model`` on the train split, evaluate on ``split``; the JSON shape of ``r2ec evaluate``."""
+def build_r2ec(settings: Settings, data: PreparedData, checkpoint: Path | None) -> tuple[Recommender, str]:
+    """A trained checkpoint, or the untrained backbone (zero-shot) with the CPU defaults of training."""
+    from r2ec.modeling.recommender import R2ecRecommender
+    from services.jobs.train import model_config
+
+    cache = settings.root / "cache"
+    if checkpoint is None:
+        return R2ecRecommender.create(model_config(data.name, reasoning=False), cache), "r2ec-zero-shot"
+    recommender = R2ecRecommender.load(checkpoint, cache)
+    return recommender, "r2ec-recpo" if recommender.config.reasoning else "r2ec-contrastive"
+
+
+def run(
+    settings: Settings,
+    model: str,
+    dataset: str | None = None,
+    split: str = "test",
+    checkpoint: Path | None = None,
+    max_samples: int | None = None,
+) -> dict[str, Any]:
+    """Fit (or load) ``model``, evaluate on ``split``; the JSON shape of ``r2ec evaluate``.
+
+    ``max_samples`` evaluates a fixed, seeded subset of that many samples plus the whole cold-start slice
+    (the LLM modes are too slow for the full split on a CPU); the result says so.
+    """
     started = time.perf_counter()
-    recommender = build_baseline(model, settings.seed)
     data = load_prepared(settings, dataset)
+    if model == "r2ec":
+        recommender, model = build_r2ec(settings, data, checkpoint)
+    else:
+        recommender = build_baseline(model, settings.seed)
+    samples, overall = data.split(split), None
+    if max_samples is not None:
+        samples, overall = evaluation_subset(samples, max_samples, settings.seed)
     budget = recommender.fit(data, progress=bool(settings.progress))
-    report = evaluate(recommender, data.split(split), progress=bool(settings.progress))
+    report = evaluate(recommender, samples, batch_size=32, progress=bool(settings.progress), overall=overall)
     return {
         "model": model,
+        "subset": None if max_samples is None else f"{max_samples} seeded samples + all cold-start ones",
         "dataset": data.name,
         **report.as_dict(split),
         "budget": budget,

@@ -1,0 +1,53 @@
+"""Job: show what the model thinks of one user: history, reasoning, and the top-10 titles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from r2ec.data.samples import PAD, Samples
+from r2ec.evaluation.metrics import mask_history
+from r2ec.modeling.recommender import R2ecRecommender
+from r2ec.modeling.scoring import cosine_scores
+from services.datastore import load_prepared
+from services.settings import Settings
+
+
+def latest_sample(splits: list[Samples], user_id: str) -> Samples:
+    """The user's most recent sample across splits; ValueError when the user has none."""
+    best: Samples | None = None
+    for samples in splits:
+        rows = np.flatnonzero(samples.user_id == user_id)
+        if len(rows) and (best is None or samples.target_time[rows[-1]] >= best.target_time[0]):
+            best = samples.take(rows[-1:])
+    if best is None:
+        raise ValueError(f"user {user_id!r} has no sample (unknown user or a single interaction)")
+    return best
+
+
+def run(settings: Settings, checkpoint: Path, user_id: str, dataset: str | None = None, k: int = 10) -> dict[str, Any]:
+    data = load_prepared(settings, dataset)
+    sample = latest_sample([data.train, data.valid, data.test], user_id)
+    recommender = R2ecRecommender.load(checkpoint, settings.root / "cache")
+    recommender.set_catalogue(data.items, progress=bool(settings.progress))
+    users, rationales = recommender.encode_users(sample)
+    scores = mask_history(
+        cosine_scores(torch.from_numpy(users), recommender.item_table, recommender.config.tau),
+        torch.from_numpy(sample.history),
+    )
+    top = scores[0].topk(k)
+    titles = data.items["title"].to_numpy()
+    history = sample.history[0][sample.history[0] != PAD]
+    return {
+        "user_id": user_id,
+        "history": [str(t) for t in titles[history]],
+        "reasoning": rationales[0],
+        "recommendations": [
+            {"rank": r + 1, "item_id": str(data.items["item_id"].iloc[i]), "title": str(titles[i]), "score": float(s)}
+            for r, (i, s) in enumerate(zip(top.indices.tolist(), top.values.tolist(), strict=True))
+        ],
+        "actual_next": str(titles[sample.target[0]]),
+    }
