@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from services.settings import Settings, load_settings
 
@@ -45,7 +45,8 @@ def format_result(result: dict[str, Any]) -> str:
 def cmd_data_prepare(settings: Settings, args: argparse.Namespace) -> int:
     from services.jobs import prepare_data
 
-    _print_json_or_table(prepare_data.run(settings, args.dataset), None)
+    sources = {k: v for k, v in (("reviews", args.reviews), ("meta", args.meta)) if v is not None}
+    _print_json_or_table(prepare_data.run(settings, args.dataset, **sources), None)
     return 0
 
 
@@ -133,14 +134,23 @@ def cmd_features(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one line on stderr for bad arguments (no usage dump), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="r2ec", description=__doc__)
+    parser = _Parser(prog="r2ec", description=__doc__)
     parser.add_argument("--home", type=Path, help="state folder (default: $R2EC_HOME or ./var)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     prep = data.add_parser("prepare", help="write a dataset's canonical parquet files and print counts")
     prep.add_argument("--dataset", default=None)
+    prep.add_argument("--reviews", type=Path, help="amazon: the category's reviews .jsonl[.gz]")
+    prep.add_argument("--meta", type=Path, help="amazon: the category's meta .jsonl[.gz]")
     prep.set_defaults(handler=cmd_data_prepare)
 
     ev = sub.add_parser("evaluate", help="fit a recommender and print its test metrics")

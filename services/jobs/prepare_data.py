@@ -10,10 +10,13 @@ from services.datastore import write_dataset
 from services.settings import Settings
 
 
-def run(settings: Settings, dataset: str | None = None) -> dict[str, Any]:
-    """Write ``var/data/<dataset>/{interactions,items}.parquet``; return counts of the log and the split."""
+def run(settings: Settings, dataset: str | None = None, **sources: Any) -> dict[str, Any]:
+    """Write ``var/data/<dataset>/{interactions,items}.parquet``; return counts of the log and the split.
+
+    ``sources`` are the loader's options, e.g. ``reviews=`` and ``meta=`` file paths for ``amazon``.
+    """
     name = dataset or settings.dataset
-    interactions, items = load_dataset(name)
+    interactions, items = load_dataset(name, **sources)
     write_dataset(settings, name, interactions, items)
     data = prepare(name, interactions, items, settings.max_history)
     return {

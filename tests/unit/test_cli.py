@@ -1,0 +1,55 @@
+"""The ``r2ec`` command line: one-line errors with exit code 2, and the ``--json`` shape of evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from services.cli import EXIT_USAGE, main
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse exits on bad arguments
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate", "--model", "nope"],
+        ["evaluate"],
+        ["data", "prepare", "--dataset", "no-such-dataset"],
+        ["evaluate", "--model", "popularity", "--dataset", "synthetic"],  # not prepared in this home
+        ["data", "prepare", "--dataset", "amazon"],  # needs --reviews and --meta
+        ["data", "prepare", "--dataset", "amazon", "--reviews", "missing.jsonl", "--meta", "missing.jsonl"],
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(
+    argv: list[str], r2ec_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(argv, capsys)
+    assert code == EXIT_USAGE
+    assert len(err.strip().splitlines()) == 1 and "error" in err, err
+    assert "Traceback" not in err
+
+
+def test_prepare_then_evaluate_json_shape(r2ec_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["data", "prepare", "--dataset", "synthetic"], capsys)
+    assert code == 0 and "train" in out
+    assert (r2ec_home / "data" / "synthetic" / "interactions.parquet").exists()
+
+    path = tmp_path / "out" / "popularity.json"
+    code, out, _ = run(["evaluate", "--model", "popularity", "--dataset", "synthetic", "--json", str(path)], capsys)
+    assert code == 0 and "ndcg@10" in out
+    result = json.loads(path.read_text())
+    assert (result["model"], result["dataset"]) == ("popularity", "synthetic")
+    for block in ("test", "test_cold"):
+        assert {f"{m}@{k}" for m in ("ndcg", "hr") for k in (5, 10, 20)} <= result[block].keys()
+        assert all(0.0 <= result[block][f"hr@{k}"] <= 1.0 for k in (5, 10, 20))
+    assert result["test"]["n"] > 0 and result["test_cold"]["n"] <= result["test"]["n"]
