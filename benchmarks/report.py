@@ -1,0 +1,24 @@
+"""Write a benchmark's figures as ``results/<name>.json`` and ``.md``, each naming the command that made it."""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_results(name: str, command: str, figures: dict[str, Any], notes: list[str]) -> None:
+    """Figures as JSON (machine-readable) and as a Markdown table (for people), side by side."""
+    meta = {"command": command, "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    meta["machine"] = f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({**meta, "figures": figures, "notes": notes}, indent=2) + "\n")
+    lines = [f"# {name}", "", f"Command: `{command}`  ", f"Measured: {meta['measured_at']} on {meta['machine']}", ""]
+    lines += ["| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in figures.items()), ""]
+    lines += [f"- {note}" for note in notes]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(f"{k:>36}: {v}" for k, v in figures.items()))
