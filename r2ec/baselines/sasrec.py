@@ -139,9 +139,14 @@ def _samples_from_user_end(user_id: np.ndarray) -> np.ndarray:
 
 
 def _rows(history: np.ndarray, max_length: int) -> torch.Tensor:
-    """Catalogue histories (n, h) with PAD -> embedding rows (n, max_length), keeping the newest items."""
-    rows = torch.from_numpy(np.where(history == PAD, -1, history) + 1)
-    return rows[:, -max_length:] if rows.shape[1] > max_length else rows
+    """Right-padded catalogue histories (n, h) -> embedding rows (n, max_length), 0 = pad.
+
+    Keeps each row's newest ``max_length`` items, oldest first, right-padded.
+    """
+    length = (history != PAD).sum(axis=1)
+    index = np.maximum(length - max_length, 0)[:, None] + np.arange(max_length)[None]
+    items = np.take_along_axis(history, np.minimum(index, history.shape[1] - 1), axis=1)
+    return torch.from_numpy(np.where(index < length[:, None], items + 1, 0))
 
 
 class SASRec(Recommender):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from r2ec.baselines.popularity import Popularity
-from r2ec.baselines.sasrec import SASRec, SASRecConfig
-from r2ec.data.samples import PreparedData
+from r2ec.baselines.sasrec import SASRec, SASRecConfig, _rows
+from r2ec.data.samples import PAD, PreparedData
 from r2ec.evaluation.evaluator import evaluate
 
 # a few seconds: more, smaller steps than the ML-100k defaults, on ~5.5k training samples
@@ -87,3 +87,10 @@ def test_sasrec_config_rejects_inconsistent_values() -> None:
         SASRecConfig(hidden_size=64, n_heads=3)
     with pytest.raises(ValueError, match="dropout"):
         SASRecConfig(dropout=1.0)
+
+
+def test_sasrec_reads_the_newest_items_of_a_history() -> None:
+    history = np.array([[3, 4, 5, 6, PAD, PAD], [7, PAD, PAD, PAD, PAD, PAD]])
+    # embedding row = catalogue index + 1, 0 = pad; the newest 3 items, oldest first
+    assert _rows(history, 3).tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert _rows(history, 8).tolist() == [[4, 5, 6, 7, 0, 0, 0, 0], [8, 0, 0, 0, 0, 0, 0, 0]]
