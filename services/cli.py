@@ -77,17 +77,70 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_samples=args.eval_samples,
     )
-    summary = train.run(
-        settings,
-        config,
-        args.out,
-        args.dataset,
-        backbone=args.backbone,
-        history_items=args.history_items,
-        top_layers=None if args.top_layers == 0 else args.top_layers,
-        init_checkpoint=args.init,
-    )
+    options = {
+        "backbone": args.backbone,
+        "history_items": args.history_items,
+        "top_layers": None if args.top_layers == 0 else args.top_layers,
+        "init_checkpoint": args.init,
+    }
+    if args.register:
+        from services.jobs import model_admin
+
+        summary = model_admin.train_and_register(settings, config, args.out, args.dataset, **options)
+    else:
+        summary = train.run(settings, config, args.out, args.dataset, **options)
     _print_json_or_table(summary, None)
+    return 0
+
+
+def cmd_model(settings: Settings, args: argparse.Namespace) -> int:
+    from services import registry
+
+    try:
+        if args.model_command == "list":
+            rows = registry.list_versions(settings)
+            tag = registry.metric_key(f"valid_{settings.gate_metric}")
+            print(format_versions(rows, tag) if rows else "no registered versions")
+        elif args.model_command == "promote":
+            _print_json_or_table(registry.promote(settings, args.version), None)
+        else:
+            _print_json_or_table(registry.rollback(settings), None)
+    except registry.RegistryError as error:
+        raise UsageError(str(error)) from error
+    return 0
+
+
+def format_versions(rows: list[dict[str, Any]], metric_tag: str) -> str:
+    """``r2ec model list``: one line per version, newest first, with its gate metric and verdict."""
+
+    def line(version: str, aliases: str, gate: str, value: str, created: str, detail: str) -> str:
+        return f"{version:>7}  {aliases:<20}  {gate:<6}  {value:>18}  {created:<16}  {detail}"
+
+    lines = [line("version", "aliases", "gate", metric_tag, "created", "detail")]
+    for row in rows:
+        aliases = ",".join(row["aliases"]) or "-"
+        value = row["metrics"].get(metric_tag, "-")
+        lines.append(line(row["version"], aliases, row["gate"], value, row["created"], row["gate_detail"]))
+    return "\n".join(lines)
+
+
+def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
+    from services import registry, vectors
+
+    try:
+        if args.index_command == "refresh":
+            from services.jobs import index_refresh
+
+            result = index_refresh.run(settings, args.model_version, args.dataset)
+        else:
+            client = vectors.connect(settings)
+            try:
+                result = {"collection": vectors.rollback(client)}
+            finally:
+                client.close()
+    except (registry.RegistryError, vectors.VectorIndexError) as error:
+        raise UsageError(str(error)) from error
+    _print_json_or_table(result, None)
     return 0
 
 
@@ -178,7 +231,24 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--top-layers", type=int, default=4, help="LoRA on the top N layers (0 = all)")
     tr.add_argument("--eval-every", type=int, default=25)
     tr.add_argument("--eval-samples", type=int, default=300)
+    tr.add_argument("--register", action="store_true", help="track the run in MLflow and register the best adapter")
     tr.set_defaults(handler=cmd_train)
+
+    model = sub.add_parser("model", help="the MLflow model registry (aliases champion / challenger)")
+    model = model.add_subparsers(dest="model_command", required=True)
+    model.add_parser("list", help="versions, aliases and gate results").set_defaults(handler=cmd_model)
+    promote = model.add_parser("promote", help="move alias champion to VERSION")
+    promote.add_argument("version")
+    promote.set_defaults(handler=cmd_model)
+    model.add_parser("rollback", help="move champion back to the version it replaced").set_defaults(handler=cmd_model)
+
+    index = sub.add_parser("index", help="the Qdrant item index (alias items)")
+    index = index.add_subparsers(dest="index_command", required=True)
+    refresh = index.add_parser("refresh", help="encode the catalogue with a model version and switch alias items")
+    refresh.add_argument("--model-version", default=None, help="version number or alias (default: champion)")
+    refresh.add_argument("--dataset", default=None)
+    refresh.set_defaults(handler=cmd_index)
+    index.add_parser("rollback", help="point items back at the previous collection").set_defaults(handler=cmd_index)
 
     ex = sub.add_parser("explain", help="print a user's history, the model's reasoning and its top-10")
     ex.add_argument("--checkpoint", type=Path, required=True)

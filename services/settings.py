@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     gate_min_delta: float = Field(
         default=0.0, description="Challenger must beat champion's gate metric by at least this much to pass."
     )
+    gate_samples: int = Field(
+        default=300, ge=1, description="Seeded validation (and test) subset the gate and version tags are scored on."
+    )
     auto_promote: bool = Field(default=False, description="Move alias champion to a new version that passed the gate.")
     qdrant_url: str | None = Field(default=None, description="Qdrant server URL (production); None = local mode.")
     qdrant_api_key: SecretStr | None = Field(default=None, description="API key of the Qdrant server, if it wants one.")

@@ -1,0 +1,100 @@
+"""Job: train into a tracked MLflow run, then register the checkpoint, score it, gate it (promotion: registry)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from r2ec.data.samples import PreparedData, Samples
+from r2ec.training.config import TrainConfig
+from services import registry
+from services.datastore import load_prepared, read_dataset
+from services.settings import Settings
+
+
+def evaluation_split(settings: Settings, data: PreparedData, split: str) -> tuple[Samples, np.ndarray, str]:
+    """The seeded subset a split is scored on, its overall-metrics mask, and a key naming exactly those rows.
+
+    Two versions are comparable only when their keys are equal: same dataset, rows and targets.
+    """
+    from r2ec.evaluation.evaluator import evaluation_subset
+
+    samples, overall = evaluation_subset(data.split(split), settings.gate_samples, settings.seed)
+    digest = hashlib.sha256()
+    for array in (samples.user_id.astype(str), samples.target, samples.target_time, samples.history):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return samples, overall, f"{data.name}/{split}/{len(samples)}/{digest.hexdigest()[:12]}"
+
+
+def score_checkpoint(settings: Settings, checkpoint: Path, data: PreparedData, split: str) -> dict[str, float]:
+    """``{split}_ndcg@10`` etc. of a checkpoint on the split's seeded subset."""
+    from r2ec.evaluation.evaluator import evaluate
+    from r2ec.modeling.recommender import R2ecRecommender
+
+    samples, overall, _ = evaluation_split(settings, data, split)
+    recommender = R2ecRecommender.load(checkpoint, settings.root / "cache")
+    recommender.set_catalogue(data.items)
+    report = evaluate(recommender, samples, batch_size=32, overall=overall)
+    return {f"{split}_{k}": v for k, v in report.overall.items()}
+
+
+def champion_score(settings: Settings, data: PreparedData, split_key: str) -> tuple[Any, float | None]:
+    """The champion and its gate metric on ``split_key``: from its tags when scored on that split, else re-scored."""
+    champion = registry.alias_version(settings, registry.CHAMPION)
+    if champion is None:
+        return None, None
+    tag = registry.metric_key(f"valid_{settings.gate_metric}")
+    if champion.tags.get(registry.TAG_GATE_SPLIT) == split_key and tag in champion.tags:
+        return champion, float(champion.tags[tag])
+    with registry.checkpoint_of(settings, champion) as checkpoint:
+        return champion, score_checkpoint(settings, checkpoint, data, "valid")[f"valid_{settings.gate_metric}"]
+
+
+def register(settings: Settings, checkpoint: Path, data: PreparedData) -> dict[str, Any]:
+    """In the active MLflow run: log and register ``checkpoint``, tag its metrics, gate it, maybe promote it."""
+    version = registry.register_checkpoint(settings, checkpoint, data.items)
+    metrics = {
+        **score_checkpoint(settings, checkpoint, data, "valid"),
+        **score_checkpoint(settings, checkpoint, data, "test"),
+    }
+    registry.tag_metrics(settings, version, metrics)
+    split_key = evaluation_split(settings, data, "valid")[2]
+    champion, champion_value = champion_score(settings, data, split_key)
+    gate = registry.record_gate(
+        settings, version, split_key, metrics[f"valid_{settings.gate_metric}"], champion, champion_value
+    )
+    promoted = settings.auto_promote and gate.passed
+    if promoted:
+        registry.promote(settings, version)
+    return {
+        "model": settings.registry_model_name,
+        "version": version,
+        "gate": "passed" if gate.passed else "failed",
+        "gate_detail": gate.detail,
+        "promoted": promoted,
+        **metrics,
+    }
+
+
+def train_and_register(
+    settings: Settings,
+    train_config: TrainConfig,
+    out_dir: Path,
+    dataset: str | None = None,
+    feature_snapshot: str | None = None,
+    **train_options: Any,
+) -> dict[str, Any]:
+    """Train inside an MLflow run (params, curves, dataset, wall time, peak memory), then :func:`register`."""
+    from services.jobs import train
+
+    interactions, _ = read_dataset(settings, dataset)
+    data = load_prepared(settings, dataset)
+    with registry.training_run(settings, data.name, interactions, feature_snapshot) as run_id:
+        summary = train.run(
+            settings, train_config, out_dir, data.name, extra_logger=registry.MlflowLogger(), **train_options
+        )
+        result = register(settings, Path(summary["checkpoint"]), data)
+    return {"run_id": run_id, **result, "train_wall_s": summary["wall_s"]}
