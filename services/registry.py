@@ -207,10 +207,10 @@ def _tmp_parquet(settings: Settings, frame: pd.DataFrame) -> Iterator[Path]:
 
 
 def tag_metrics(settings: Settings, version: str, metrics: dict[str, float]) -> None:
-    """Record evaluation results (``valid_ndcg@10`` …) as tags of a version: the UI and ``model list`` show them."""
+    """Evaluation results (``valid_ndcg@10`` …) as version tags, at full precision: the gate compares them."""
     client = connect(settings)
     for key, value in metrics.items():
-        client.set_model_version_tag(settings.registry_model_name, version, metric_key(key), f"{value:.6g}")
+        client.set_model_version_tag(settings.registry_model_name, version, metric_key(key), repr(float(value)))
 
 
 def alias_version(settings: Settings, alias: str) -> ModelVersion | None:
