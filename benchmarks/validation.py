@@ -88,8 +88,8 @@ def main() -> None:
         f" --rows {args.rows}" if args.rows != 1_000_000 else ""
     )
     notes = [
-        "Synthetic CSV: 20,000 catalogue items, ~20,000 users over 2023; 1 % bad rows (unknown item, empty user, "
-        "unparseable time, future time, rating out of scale), 0.5 % exact duplicates.",
+        f"Synthetic CSV: 20,000 catalogue items, {args.rows // 50:,} users over 2023; 1 % bad rows (unknown item, "
+        "empty user, unparseable time, future time, rating out of scale), 0.5 % exact duplicates.",
         "sanitize_and_validate = control-character stripping, parsing, duplicate drop and the GE checkpoint run "
         "(result_format COMPLETE) on an in-memory frame; ingest_end_to_end adds reading the CSV, hashing the file and "
         "writing clean parquet partitions by day plus the quarantine file.",
