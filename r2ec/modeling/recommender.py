@@ -143,6 +143,14 @@ class R2ecRecommender(Recommender):
         recommender.model.eval()
         return recommender
 
+    def load_adapter_weights(self, directory: Path) -> None:
+        """Copy a saved checkpoint's adapter and centring vector into this model (same backbone and LoRA)."""
+        from peft import load_peft_weights, set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.model, load_peft_weights(str(directory / ADAPTER_DIR)))
+        if (directory / ITEM_MEAN_FILE).exists():
+            self.item_mean = torch.load(directory / ITEM_MEAN_FILE)
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

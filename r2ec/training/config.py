@@ -29,8 +29,8 @@ class TrainConfig:
         item_loss_top: how many best rollouts per group also get the item loss.
 
     Parameters of the item loss:
-        n_negatives: items drawn from the cached item table as extra candidates (no grad), beyond the batch's
-            targets (re-encoded with grad). More negatives than the batch avoid the collapse of method.md §7.
+        n_negatives: items drawn as extra candidates beyond the batch's targets (which are re-encoded with
+            grad); re-encoded without grad. More negatives than the batch avoid the collapse of method.md §7.
         popularity_negatives: draw negatives by training popularity (else uniformly).
 
     Parameters of evaluation:
@@ -59,7 +59,7 @@ class TrainConfig:
     clip_high: float = 0.28
     item_loss_top: int = 1
 
-    n_negatives: int = 256
+    n_negatives: int = 64
     popularity_negatives: bool = True
 
     eval_every: int = 25

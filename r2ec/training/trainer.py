@@ -20,8 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from r2ec.data.samples import PreparedData, Samples
-from r2ec.evaluation.evaluator import evaluate
-from r2ec.evaluation.metrics import mask_history, target_ranks
+from r2ec.evaluation.evaluator import sample_ranks
+from r2ec.evaluation.metrics import mask_history, ranking_metrics, target_ranks
 from r2ec.modeling.generation import GenerationSettings, Rollouts, generate_rollouts, left_pad
 from r2ec.modeling.recommender import R2ecRecommender
 from r2ec.modeling.scoring import cosine_scores
@@ -43,32 +43,32 @@ BEST_DIR = "best"
 
 
 class FrozenLayerCache:
-    """Outputs of the frozen layers ``[0, split)`` for fixed prompts, so later passes start at ``split``."""
+    """Outputs of the frozen layers ``[0, split)`` for fixed prompts, so later passes start at ``split``.
 
-    def __init__(
-        self,
-        recommender: R2ecRecommender,
-        rows: Sequence[Sequence[int]],
-        split: int,
-        batch_size: int = 32,
-        progress: bool = False,
-    ) -> None:
+    Filled lazily: a prompt's lower-layer states are computed (without grad) the first time it is used.
+    """
+
+    def __init__(self, recommender: R2ecRecommender, rows: Sequence[Sequence[int]], split: int) -> None:
         self.recommender = recommender
+        self.rows = rows
         self.split = split
-        self.states: list[torch.Tensor] = [torch.empty(0)] * len(rows)
-        model, pad = recommender.model, recommender.tokenizer.pad_token_id
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        self.states: dict[int, torch.Tensor] = {}
+
+    def _fill(self, index: Sequence[int], batch_size: int = 32) -> None:
+        missing = sorted({i for i in index if i not in self.states}, key=lambda i: len(self.rows[i]))
+        model, device = self.recommender.model, self.recommender.device
         with torch.no_grad():
-            for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="caching frozen layers"):
-                chunk = order[start : start + batch_size]
-                ids, mask = left_pad([rows[i] for i in chunk], pad)
-                ids, mask = ids.to(recommender.device), mask.to(recommender.device)
-                states = run_layers(model, embed(model, ids), mask, 0, split)
+            for start in range(0, len(missing), batch_size):
+                chunk = missing[start : start + batch_size]
+                ids, mask = left_pad([self.rows[i] for i in chunk], self.recommender.tokenizer.pad_token_id)
+                ids, mask = ids.to(device), mask.to(device)
+                states = run_layers(model, embed(model, ids), mask, 0, self.split)
                 for j, i in enumerate(chunk):
-                    self.states[i] = states[j, -len(rows[i]) :].clone()
+                    self.states[i] = states[j, -len(self.rows[i]) :].clone()
 
     def last_hidden(self, index: Sequence[int]) -> torch.Tensor:
         """(k, d) float32 raw vectors of the cached prompts ``index``, through the upper layers (grad if enabled)."""
+        self._fill(index)
         model = self.recommender.model
         width = max(len(self.states[i]) for i in index)
         first = self.states[index[0]]
@@ -82,12 +82,13 @@ class FrozenLayerCache:
 
     def all_last_hidden(self, batch_size: int = 64) -> torch.Tensor:
         """(n, d) float32 raw vectors of every cached prompt, no grad."""
+        order = sorted(range(len(self.rows)), key=lambda i: len(self.rows[i]))
+        out = torch.empty((len(self.rows), self.recommender.dim), dtype=torch.float32)
         with torch.no_grad():
-            parts = [
-                self.last_hidden(list(range(s, min(s + batch_size, len(self.states)))))
-                for s in range(0, len(self.states), batch_size)
-            ]
-        return torch.cat(parts)
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                out[chunk] = self.last_hidden(chunk).cpu()
+        return out
 
 
 @dataclass
@@ -110,7 +111,9 @@ class R2ecTrainer:
         config: TrainConfig,
         logger: MetricsLogger | None = None,
         progress: bool = False,
+        item_cache: FrozenLayerCache | None = None,
     ) -> None:
+        """``item_cache`` may be shared between trainers of one backbone with the same LoRA layer split."""
         if config.mode == "zero-shot":
             raise ValueError("zero-shot mode has nothing to train: evaluate the untrained model instead")
         if recommender.config.reasoning != (config.mode == "recpo"):
@@ -121,13 +124,15 @@ class R2ecTrainer:
         torch.manual_seed(config.seed)
         model = recommender.model
         split = n_layers(model) - (recommender.config.lora.top_layers or n_layers(model))
-        self.item_cache = FrozenLayerCache(
-            recommender, recommender.item_prompt_ids(data.items), max(split, 0), progress=progress
+        self.split = max(split, 0)
+        self.item_cache = item_cache or FrozenLayerCache(
+            recommender, recommender.item_prompt_ids(data.items), self.split
         )
         popularity = np.bincount(data.train.target, minlength=data.n_items).astype(np.float64) + 1.0
         self.negative_probs = popularity / popularity.sum() if config.popularity_negatives else None
         n_valid = min(config.eval_samples, len(data.valid))
         self.valid = data.valid.take(np.sort(self.rng.choice(len(data.valid), n_valid, replace=False)))
+        self.valid_cache = self.user_cache(self.valid)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.rollout_settings = GenerationSettings(
@@ -149,23 +154,30 @@ class R2ecTrainer:
         self.recommender.item_table = self.recommender.project(raw)
 
     def _candidates(self, batch: Samples) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
-        """Candidate item vectors for the item loss: batch targets (with grad) + sampled negatives (cached).
+        """Candidate item vectors for the item loss: the batch's targets (with grad) + sampled negatives.
 
-        Returns (candidates (C, d), labels (B,), history mask (B, C), detached target ids).
+        Negatives are re-encoded with the current adapters (no grad; only the LoRA layers run, from the
+        frozen-layer cache). Stale negatives from the item table would offer a shortcut: fresh vectors share
+        the adapters' latest drift, so a positive could beat stale negatives without learning preferences.
+
+        Returns (candidates (C, d), labels (B,), history mask (B, C), candidate item ids (C,)).
         """
         targets = np.unique(batch.target)
         with_grad = self.recommender.project(self.item_cache.last_hidden(targets.tolist()))
         pool = np.setdiff1d(np.arange(self.data.n_items), targets)
         n_neg = min(self.config.n_negatives, len(pool))
         probs = None if self.negative_probs is None else self.negative_probs[pool] / self.negative_probs[pool].sum()
-        negatives = self.rng.choice(pool, n_neg, replace=False, p=probs)
-        candidates = torch.cat([with_grad, self.recommender.item_table[negatives]])
+        negatives = np.sort(self.rng.choice(pool, n_neg, replace=False, p=probs))
+        with torch.no_grad():
+            negative_vectors = self.recommender.project(self.item_cache.last_hidden(negatives.tolist()))
         ids = np.concatenate([targets, negatives])
         labels = torch.from_numpy(np.searchsorted(targets, batch.target))
         in_history = (batch.history[:, :, None] == ids[None, None, :]).any(axis=1)
         in_history[np.arange(len(batch)), labels.numpy()] = False
         self._refresh_rows(targets, with_grad)
-        return candidates, labels, torch.from_numpy(in_history), targets
+        self._refresh_rows(negatives, negative_vectors)
+        candidates = torch.cat([with_grad, negative_vectors.to(with_grad.device)])
+        return candidates, labels, torch.from_numpy(in_history), ids
 
     def _refresh_rows(self, items: np.ndarray, vectors: torch.Tensor) -> None:
         self.recommender.item_table[torch.from_numpy(items)] = vectors.detach().float()
@@ -270,11 +282,27 @@ class R2ecTrainer:
 
     # loop -------------------------------------------------------------------------------------------
 
+    def user_cache(self, samples: Samples) -> FrozenLayerCache | None:
+        """Frozen-layer cache of fixed user prompts; None in RecPO mode (the reasoning changes each time)."""
+        if self.recommender.config.reasoning:
+            return None
+        return FrozenLayerCache(
+            self.recommender, self.recommender.user_prompt_ids(samples, self.data.items), self.split
+        )
+
+    def sample_ranks(self, samples: Samples, cache: FrozenLayerCache | None = None) -> np.ndarray:
+        """Target ranks with the current adapters (fresh item table); ``cache`` skips the frozen layers."""
+        self.refresh_item_table()
+        if cache is None:
+            return sample_ranks(self.recommender, samples, batch_size=32)
+        users = self.recommender.project(cache.all_last_hidden())
+        scores = cosine_scores(users, self.recommender.item_table, self.recommender.config.tau)
+        return target_ranks(scores, torch.from_numpy(samples.target), torch.from_numpy(samples.history)).numpy()
+
     def evaluate_valid(self) -> dict[str, float]:
         """NDCG/HR@K on the fixed validation subset with the current adapters and a fresh item table."""
-        self.refresh_item_table()
-        report = evaluate(self.recommender, self.valid, batch_size=32)
-        return {f"valid_{k}": v for k, v in report.overall.items()}
+        ranks = self.sample_ranks(self.valid, self.valid_cache)
+        return {f"valid_{k}": v for k, v in ranking_metrics(ranks).items()}
 
     def _batches(self):
         while True:

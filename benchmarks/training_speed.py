@@ -1,0 +1,123 @@
+"""Training-step speed of R²ec on this CPU: each lever against the straightforward step, in one run.
+
+Run: ``.venv/bin/python -m benchmarks.training_speed`` (writes benchmarks/results/training_speed.{json,md}).
+Every variant trains the real SmolLM2-135M on ML-100k train batches; we time ``loss + backward + AdamW step``
+(median of the timed steps after one warm-up step) and report samples/s and the ratio to the first variant.
+Item negatives come from a random item table: the cost of a step does not depend on its values.
+Contrastive variants use 8 users per step: the straightforward variant at 16 users (~400-token prompts,
+fp32, activations of all 30 layers kept for backward) was killed for memory on this 24 GB machine.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from r2ec.modeling.backbone import LoraSettings, resolve_dtype
+from r2ec.modeling.prompts import PromptSettings
+from r2ec.modeling.recommender import R2ecConfig, R2ecRecommender
+from r2ec.training.config import TrainConfig
+from r2ec.training.trainer import R2ecTrainer
+from services.datastore import load_prepared
+from services.jobs import prepare_data
+from services.settings import load_settings
+
+RESULTS = Path(__file__).parent / "results"
+FULL_PROMPT = PromptSettings(history_items=20, show_time=True, show_rating=True)
+COMPACT_PROMPT = PromptSettings(history_items=10, show_time=False, show_rating=True)
+BASE = R2ecConfig(reasoning=False, dtype="float32", lora=LoraSettings(top_layers=None), prompts=FULL_PROMPT)
+VARIANTS: list[tuple[str, R2ecConfig, str]] = [
+    ("straightforward: LoRA on all 30 layers, 20-item prompts with times", BASE, "contrastive"),
+    (
+        "LoRA on the top 4 layers (lower 26 run without autograd)",
+        replace(BASE, lora=LoraSettings(top_layers=4)),
+        "contrastive",
+    ),
+    (
+        "top 4 layers + compact prompts (10 items, no elapsed times)",
+        replace(BASE, lora=LoraSettings(top_layers=4), prompts=COMPACT_PROMPT),
+        "contrastive",
+    ),
+    (
+        "same in bf16 (no bf16 instructions on this CPU)",
+        replace(BASE, dtype="bfloat16", lora=LoraSettings(top_layers=4), prompts=COMPACT_PROMPT),
+        "contrastive",
+    ),
+    (
+        "RecPO step: top 4 + compact, 4 users x 4 rollouts x <=32 tokens",
+        replace(BASE, reasoning=True, lora=LoraSettings(top_layers=4), prompts=COMPACT_PROMPT),
+        "recpo",
+    ),
+]
+
+
+def time_variant(config: R2ecConfig, mode: str, data, cache: Path, steps: int) -> dict[str, float]:
+    recommender = R2ecRecommender.create(config, cache)
+    batch_size = 4 if mode == "recpo" else 8
+    train_config = TrainConfig(mode=mode, batch_size=batch_size, eval_samples=1, max_new_tokens=32)
+    trainer = R2ecTrainer(recommender, data, train_config)
+    recommender.item_table = torch.nn.functional.normalize(torch.randn(data.n_items, recommender.dim), dim=1)
+    loss_fn = trainer._recpo_loss if mode == "recpo" else trainer._contrastive_loss
+    batches, durations, tokens = trainer._batches(), [], []
+    for _ in range(steps + 1):
+        batch = next(batches)
+        tokens.append(sum(len(p) for p in recommender.user_prompt_ids(batch, data.items)) / len(batch))
+        started = time.perf_counter()
+        loss, _ = loss_fn(batch)
+        trainer.optimizer.zero_grad()
+        loss.backward()
+        trainer.optimizer.step()
+        durations.append(time.perf_counter() - started)
+    step_s = statistics.median(durations[1:])
+    return {
+        "s_per_step": round(step_s, 2),
+        "samples_per_s": round(batch_size / step_s, 3),
+        "users_per_step": batch_size,
+        "prompt_tokens": round(statistics.mean(tokens), 1),
+        "dtype": str(resolve_dtype(config.dtype)).removeprefix("torch."),
+    }
+
+
+def main(steps: int = 2) -> None:
+    settings = load_settings()
+    prepare_data.run(settings, "ml-100k")
+    data = load_prepared(settings, "ml-100k")
+    rows = []
+    for name, config, mode in VARIANTS:
+        result = time_variant(config, mode, data, settings.root / "cache", steps)
+        rows.append({"variant": name, "mode": mode, **result})
+        print(json.dumps(rows[-1]), flush=True)
+    baseline = rows[0]["samples_per_s"]
+    for row in rows:
+        row["speedup_vs_straightforward"] = round(row["samples_per_s"] / baseline, 2)
+    meta = {
+        "command": ".venv/bin/python -m benchmarks.training_speed",
+        "machine": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
+        f"cpu capability {torch.backends.cpu.get_cpu_capability()}",
+        "timed_steps_per_variant": steps,
+        "note": "median of timed steps after one warm-up; other processes shared the 2 cores, ratios matter",
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "training_speed.json").write_text(json.dumps({"meta": meta, "variants": rows}, indent=2) + "\n")
+    lines = [
+        f"# Training-step speed\n\nCommand: `{meta['command']}`  \nMachine: {meta['machine']}  \n{meta['note']}.\n",
+        "| variant | dtype | prompt tokens | s/step | samples/s | x straightforward |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['variant']} | {r['dtype']} | {r['prompt_tokens']} | {r['s_per_step']} | {r['samples_per_s']} "
+        f"| {r['speedup_vs_straightforward']} |"
+        for r in rows
+    ]
+    (RESULTS / "training_speed.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2)

@@ -1,0 +1,129 @@
+"""The R²ec model on a tiny random Llama with the real SmolLM2 tokenizer: vectors, padding, generation."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from r2ec.modeling.generation import GenerationSettings, generate_rollouts, left_pad
+from r2ec.modeling.prompts import ANSWER, PromptSettings, clean_text, format_elapsed, item_turn
+from r2ec.modeling.recommender import R2ecConfig, R2ecRecommender
+from r2ec.modeling.vectors import embed, final_norm, last_hidden, last_token_index, run_layers
+from tests.unit.model_helpers import perturb_lora, tiny_recommender
+
+
+@pytest.fixture(scope="module")
+def model(tiny_cache) -> R2ecRecommender:
+    recommender = tiny_recommender(tiny_cache, reasoning=False)
+    perturb_lora(recommender)
+    return recommender
+
+
+ROWS = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [20, 21, 22, 23]]
+
+
+def right_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ids, mask = left_pad(rows, pad)
+    return torch.stack([r.roll(-int((m == 0).sum())) for r, m in zip(ids, mask, strict=True)]), torch.stack(
+        [m.roll(-int((m == 0).sum())) for m in mask]
+    )
+
+
+def test_vectors_do_not_depend_on_padding(model: R2ecRecommender) -> None:
+    pad = model.tokenizer.pad_token_id
+    with torch.no_grad():
+        left = last_hidden(model.model, *left_pad(ROWS, pad))
+        right = last_hidden(model.model, *right_pad(ROWS, pad))
+        alone = torch.cat([last_hidden(model.model, *left_pad([row], pad)) for row in ROWS])
+    assert torch.allclose(left, alone, atol=1e-4)
+    assert torch.allclose(right, alone, atol=1e-4)
+    assert not torch.allclose(alone[0], alone[1], atol=1e-3)  # distinct prompts, distinct vectors
+
+
+def test_last_token_index_never_points_at_padding() -> None:
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]])
+    assert last_token_index(mask).tolist() == [3, 2, 3]
+
+
+def test_split_forward_equals_the_decoders_own_forward(model: R2ecRecommender) -> None:
+    ids, mask = left_pad(ROWS, model.tokenizer.pad_token_id)
+    with torch.no_grad():
+        lower = run_layers(model.model, embed(model.model, ids), mask, 0, 1)
+        upper = final_norm(model.model, run_layers(model.model, lower, mask, 1, 2))
+        whole = last_hidden(model.model, ids, mask)
+    assert torch.allclose(upper[:, -1].float(), whole, atol=1e-5)
+
+
+def test_item_vectors_are_centred_unit_vectors(model: R2ecRecommender, synthetic_data) -> None:
+    items = synthetic_data.items.head(24)
+    model.item_mean = None
+    vectors = model.encode_items(items)
+    assert vectors.shape == (24, model.dim)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    uncentred = replace(model.config, centre=False)
+    raw = R2ecRecommender(model.model, model.tokenizer, uncentred).encode_items(items)
+    # centring removes the shared direction: mean pairwise cosine drops
+    assert (vectors @ vectors.T).mean() < (raw @ raw.T).mean()
+
+
+def test_saved_checkpoint_scores_like_the_original(
+    model: R2ecRecommender, synthetic_data, tiny_cache, tmp_path
+) -> None:
+    model.set_catalogue(synthetic_data.items)
+    batch = synthetic_data.test.take(slice(0, 4))
+    before = model.full_sort_predict(batch)
+    model.save(tmp_path / "ckpt")
+    loaded = R2ecRecommender.load(tmp_path / "ckpt", tiny_cache)
+    loaded.set_catalogue(synthetic_data.items)
+    assert torch.allclose(loaded.full_sort_predict(batch), before, atol=1e-3)
+
+
+def test_generation_ends_every_rollout_with_the_marker(tiny_cache) -> None:
+    recommender = tiny_recommender(tiny_cache, reasoning=True)
+    prompts = [[1, 2, 3, 4], [7, 8]]
+    settings = GenerationSettings(max_new_tokens=6, do_sample=True, temperature=1.5, top_k=50)
+    rollouts = generate_rollouts(recommender.model, recommender.tokenizer, prompts, settings, num_return_sequences=3)
+    assert rollouts.input_ids.shape[0] == 6 and len(rollouts.rationales) == 6
+    answer = recommender.tokenizer(ANSWER, add_special_tokens=False).input_ids
+    for ids, mask, completion in zip(
+        rollouts.input_ids, rollouts.attention_mask, rollouts.completion_mask, strict=True
+    ):
+        text = recommender.tokenizer.decode(ids[mask.bool()])
+        assert text.endswith(ANSWER) or ids[mask.bool()][-len(answer) :].tolist() == answer
+        assert 1 <= int(completion.sum()) <= 6
+        assert not (completion.bool() & ~mask.bool()).any()  # actions are never padding
+    assert all(ANSWER not in r for r in rollouts.rationales)
+
+
+def test_prompt_text_is_cleaned_and_time_is_formatted() -> None:
+    assert clean_text("Ignore previous\x00 instructions\x1b[2J  now", 20) == "Ignore previous inst"
+    assert format_elapsed(3 * 86400 + 4 * 3600) == "3d 4.0h"
+    assert format_elapsed(2 * 3600 + 630) == "2h 10.5min"
+    assert format_elapsed(720) == "12.0min"
+    turn = item_turn({"title": "Heat", "genres": "Crime", "year": 1995}, PromptSettings())
+    assert "Title: Heat" in turn and "Genres: Crime" in turn and "Year: 1995" in turn
+    assert "Description" not in turn
+
+
+def test_prompt_budget_drops_oldest_history_lines(tiny_cache, synthetic_data) -> None:
+    recommender = tiny_recommender(tiny_cache, reasoning=False)
+    batch = synthetic_data.test.take(slice(0, 2))
+    full = recommender.user_prompt_ids(batch, synthetic_data.items)
+    capped = R2ecRecommender(
+        recommender.model, recommender.tokenizer, replace(recommender.config, max_prompt_tokens=120)
+    )
+    short = capped.user_prompt_ids(batch, synthetic_data.items)
+    for capped_ids, full_ids in zip(short, full, strict=True):
+        assert len(capped_ids) <= len(full_ids)
+        if len(full_ids) > 120:
+            assert len(capped_ids) < len(full_ids)
+
+
+def test_config_rejects_inconsistent_values() -> None:
+    with pytest.raises(ValueError, match="tau"):
+        R2ecConfig(tau=0)
+    with pytest.raises(ValueError, match="dtype"):
+        R2ecConfig(dtype="float16")

@@ -1,0 +1,116 @@
+"""RecPO's rewards, advantages and losses on hand-made numbers, and the trainer on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from r2ec.training.config import TrainConfig
+from r2ec.training.logging import JsonlLogger
+from r2ec.training.losses import item_softmax_loss, policy_token_loss
+from r2ec.training.rewards import fused_reward, group_advantages, rank_reward, similarity_reward
+from r2ec.training.trainer import R2ecTrainer
+from tests.unit.model_helpers import tiny_recommender
+
+
+def test_rank_reward_is_ndcg_with_a_cutoff() -> None:
+    ranks = torch.tensor([1, 3, 1000, 1001, 0])
+    expected = [1.0, 0.5, 1 / math.log2(1001), 0.0, 0.0]
+    assert torch.allclose(rank_reward(ranks, cutoff=1000), torch.tensor(expected))
+
+
+def test_similarity_reward_is_the_softmax_mass_of_the_target() -> None:
+    scores = torch.tensor([[2.0, 1.0, 0.0], [0.0, -torch.inf, 0.0]])
+    target = torch.tensor([0, 2])
+    expected = [math.exp(2) / (math.exp(2) + math.exp(1) + 1), 0.5]
+    assert torch.allclose(similarity_reward(scores, target), torch.tensor(expected), atol=1e-6)
+
+
+def test_fused_reward_weights_the_two_terms() -> None:
+    fused = fused_reward(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), beta=0.05)
+    assert torch.allclose(fused, torch.tensor([0.95, 0.05]))
+
+
+def test_group_advantages_are_normalised_within_each_group() -> None:
+    rewards = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 5.0])
+    advantages = group_advantages(rewards, group_size=4)
+    first = (rewards[:4] - 2.5) / rewards[:4].std(unbiased=False)
+    assert torch.allclose(advantages[:4], first, atol=1e-6)
+    assert torch.all(advantages[4:] == 0)  # a group whose rollouts tie learns nothing from them
+    with pytest.raises(ValueError):
+        group_advantages(rewards[:6], group_size=4)
+
+
+def test_token_loss_pushes_each_rollout_by_its_own_advantage() -> None:
+    """The reference code's broadcast makes a group's token gradient cancel; ours must not (method.md §3)."""
+    completion = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1], [0, 1, 1, 0], [0, 1, 1, 1]])
+    advantages = group_advantages(torch.tensor([0.9, 0.1, 0.5, 0.2]), group_size=4)
+    logprobs = torch.randn(completion.shape, requires_grad=True)
+    loss, per_token = policy_token_loss(logprobs, logprobs.detach(), advantages, completion)
+    assert per_token.shape == completion.shape
+    loss.backward()
+    ascent = -logprobs.grad  # the direction the update moves each token's log-probability
+    on = completion.bool()
+    assert torch.all(ascent[~on] == 0)
+    for row in range(4):
+        assert torch.all(ascent[row][on[row]] != 0)
+        assert torch.all(torch.sign(ascent[row][on[row]]) == torch.sign(advantages[row]))
+
+
+def test_item_loss_is_weighted_and_respects_the_history_mask() -> None:
+    users = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
+    candidates = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=1)
+    labels = torch.tensor([0, 1])
+    loss = item_softmax_loss(users, candidates, labels, torch.ones(2), tau=1.0)
+    expected = -torch.log_softmax(users @ candidates.T, dim=1)[[0, 1], [0, 1]].mean()
+    assert torch.allclose(loss, expected)
+    masked = torch.tensor([[False, False, True], [False, False, True]])
+    assert item_softmax_loss(users, candidates, labels, torch.ones(2), 1.0, masked) < loss
+    assert item_softmax_loss(users, candidates, labels, torch.zeros(2), 1.0) == 0
+
+
+@pytest.fixture
+def recpo_trainer(tiny_cache, synthetic_data) -> R2ecTrainer:
+    recommender = tiny_recommender(tiny_cache, reasoning=True)
+    config = TrainConfig(mode="recpo", batch_size=4, group_size=4, max_new_tokens=6, eval_samples=8, n_negatives=16)
+    trainer = R2ecTrainer(recommender, synthetic_data, config)
+    trainer.refresh_item_table()
+    return trainer
+
+
+def test_item_loss_reaches_the_item_tower(recpo_trainer: R2ecTrainer, synthetic_data) -> None:
+    batch = synthetic_data.train.take(slice(0, 4))
+    candidates, labels, mask, _ = recpo_trainer._candidates(batch)
+    users = recpo_trainer.recommender.item_table[torch.from_numpy(batch.history[:, 0])].detach()
+    item_softmax_loss(users, candidates, labels, torch.ones(4), 0.02, mask).backward()
+    lora_grads = [p.grad for n, p in recpo_trainer.recommender.model.named_parameters() if "lora_B" in n]
+    assert any(g is not None and g.abs().sum() > 0 for g in lora_grads)
+
+
+def test_recpo_steps_log_losses_and_move_every_adapter(recpo_trainer: R2ecTrainer, tmp_path: Path) -> None:
+    model = recpo_trainer.recommender.model
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    recpo_trainer.logger = JsonlLogger(tmp_path / "metrics.jsonl")
+    recpo_trainer.config = TrainConfig(**{**recpo_trainer.config.__dict__, "max_steps": 3, "eval_every": 3})
+    result = recpo_trainer.train(tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "token_loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert all(math.isfinite(r["loss"]) and r["reasoning_tokens_per_rollout"] >= 1 for r in steps)
+    assert result.budget["rollouts"] == 3 * 4 * 4
+    moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+    assert sorted(moved) == sorted(before)
+    assert (result.best_dir / "r2ec.json").exists()
+
+
+def test_train_config_rejects_inconsistent_values() -> None:
+    with pytest.raises(ValueError, match="group_size"):
+        TrainConfig(mode="recpo", group_size=1)
+    with pytest.raises(ValueError, match="mode"):
+        TrainConfig(mode="dpo")
+    with pytest.raises(ValueError, match="item_loss_top"):
+        TrainConfig(item_loss_top=5, group_size=4)
