@@ -241,8 +241,10 @@ def checkpoint_of(settings: Settings, version: ModelVersion) -> Iterator[Path]:
     """The version's checkpoint folder, fetched from the artifact store; deleted when the block ends."""
     uri = f"models:/{settings.registry_model_name}/{version.version}"
     with tempfile.TemporaryDirectory(dir=_scratch(settings)) as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-        yield Path(local) / "artifacts" / "checkpoint"
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        # pyfunc keeps a folder artifact under its own base name: read the path the MLmodel file recorded
+        flavor = mlflow.models.Model.load(local / "MLmodel").flavors["python_function"]
+        yield local / flavor["artifacts"]["checkpoint"]["path"]
 
 
 @dataclass(frozen=True)
