@@ -8,6 +8,7 @@ server) through the same variables, or through an env file named by ``R2EC_ENV_F
 from __future__ import annotations
 
 import os
+import sys
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -82,6 +83,11 @@ class Settings(BaseSettings):
         default="postgresql://postgres@127.0.0.1:5432/test",
         description="PostgreSQL of the production Feast world (user, password, host, port, database).",
     )
+
+    @property
+    def show_progress(self) -> bool:
+        """Progress bars on when asked, or by default when stderr is a terminal (never in Airflow task logs)."""
+        return self.progress if self.progress is not None else sys.stderr.isatty()
 
     @cached_property
     def root(self) -> Path:

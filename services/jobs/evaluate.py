@@ -69,8 +69,8 @@ def run(
     samples, overall = data.split(split), None
     if max_samples is not None:
         samples, overall = evaluation_subset(samples, max_samples, settings.seed)
-    budget = recommender.fit(data, progress=bool(settings.progress))
-    report = evaluate(recommender, samples, batch_size=32, progress=bool(settings.progress), overall=overall)
+    budget = recommender.fit(data, progress=settings.show_progress)
+    report = evaluate(recommender, samples, batch_size=32, progress=settings.show_progress, overall=overall)
     return {
         "model": model,
         "subset": None if max_samples is None else f"{max_samples} seeded samples + all cold-start ones",

@@ -32,7 +32,7 @@ def run(settings: Settings, checkpoint: Path, user_id: str, dataset: str | None 
     data = load_prepared(settings, dataset)
     sample = latest_sample([data.train, data.valid, data.test], user_id)
     recommender = R2ecRecommender.load(checkpoint, settings.root / "cache")
-    recommender.set_catalogue(data.items, progress=bool(settings.progress))
+    recommender.set_catalogue(data.items, progress=settings.show_progress)
     users, rationales = recommender.encode_users(sample)
     scores = mask_history(
         cosine_scores(torch.from_numpy(users), recommender.item_table, recommender.config.tau),

@@ -55,5 +55,5 @@ def _encode(settings: Settings, version: Any, items: pd.DataFrame) -> tuple[np.n
     with registry.checkpoint_of(settings, version) as checkpoint:
         model = R2ecRecommender.load(checkpoint, settings.root / "cache")
     started = time.perf_counter()
-    table = model.encode_items(items, progress=bool(settings.progress))
+    table = model.encode_items(items, progress=settings.show_progress)
     return table, time.perf_counter() - started

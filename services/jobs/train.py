@@ -71,7 +71,7 @@ def run(
         recommender = R2ecRecommender.create(config, cache)
     jsonl = JsonlLogger(out_dir / "metrics.jsonl")
     logger = FanOutLogger(jsonl, extra_logger) if extra_logger else jsonl
-    trainer = R2ecTrainer(recommender, data, train_config, logger=logger, progress=bool(settings.progress))
+    trainer = R2ecTrainer(recommender, data, train_config, logger=logger, progress=settings.show_progress)
     result = trainer.train(out_dir)
     summary = {
         "mode": train_config.mode,
