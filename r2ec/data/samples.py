@@ -8,7 +8,7 @@ sample is *cold* when its target item is never the target of a training sample.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -121,8 +121,7 @@ def temporal_split(
     )
     seen = np.unique(train.target)
     with_cold = [
-        part if part is train else part.__class__(**{**part.__dict__, "cold": ~np.isin(part.target, seen)})
-        for part in (train, valid, test)
+        part if part is train else replace(part, cold=~np.isin(part.target, seen)) for part in (train, valid, test)
     ]
     return with_cold[0], with_cold[1], with_cold[2]
 

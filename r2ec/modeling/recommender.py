@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -163,14 +163,6 @@ class R2ecRecommender(Recommender):
     def template_version(self) -> str:
         return self.config.template_version
 
-    def with_generation(self, **changes: Any) -> R2ecRecommender:
-        """Same weights, other decoding settings (e.g. a smaller budget for validation)."""
-        clone = R2ecRecommender(
-            self.model, self.tokenizer, replace(self.config, generation=replace(self.config.generation, **changes))
-        )
-        clone.item_mean, clone.items, clone.item_table = self.item_mean, self.items, self.item_table
-        return clone
-
     # prompts ----------------------------------------------------------------------------------------
 
     def _chat_ids(self, messages: list[dict[str, str]], open_answer: bool) -> list[int]:
@@ -231,9 +223,12 @@ class R2ecRecommender(Recommender):
         """Unit vectors in the scoring space (centred by the stored mean item vector when enabled)."""
         return project(raw, self.item_mean if self.config.centre else None)
 
-    def set_catalogue(self, items: pd.DataFrame, refit_mean: bool = False, progress: bool = False) -> None:
-        """Encode every item (the item table); fix the centring vector on first use or when asked."""
-        raw = self.raw_vectors(self.item_prompt_ids(items), progress=progress)
+    def set_catalogue(self, items: pd.DataFrame, progress: bool = False) -> None:
+        """Encode every item (the item table); the centring vector is fixed on first use."""
+        self.set_item_table(items, self.raw_vectors(self.item_prompt_ids(items), progress=progress))
+
+    def set_item_table(self, items: pd.DataFrame, raw: torch.Tensor, refit_mean: bool = False) -> None:
+        """Adopt (n, d) raw item vectors of ``items`` as the item table; refit the centring vector if asked."""
         if self.item_mean is None or refit_mean:
             self.item_mean = raw.mean(dim=0)
         self.items = items

@@ -148,10 +148,7 @@ class R2ecTrainer:
 
     def refresh_item_table(self) -> None:
         """Rebuild every item vector with the current adapters and refit the centring vector."""
-        raw = self.item_cache.all_last_hidden()
-        self.recommender.item_mean = raw.mean(dim=0)
-        self.recommender.items = self.data.items
-        self.recommender.item_table = self.recommender.project(raw)
+        self.recommender.set_item_table(self.data.items, self.item_cache.all_last_hidden(), refit_mean=True)
 
     def _candidates(self, batch: Samples) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
         """Candidate item vectors for the item loss: the batch's targets (with grad) + sampled negatives.
