@@ -1,157 +1,288 @@
 """Recommendation quality on ML-100k: popularity, SASRec and the three R²ec modes side by side.
 
-Run: ``.venv/bin/python -m benchmarks.quality [contrastive_minutes] [recpo_minutes] [n_test] [backbone]``
-(writes benchmarks/results/quality.{json,md} and the training curves under var/bench/quality/).
+Two phases, so that training and evaluation can run where each is affordable:
 
-Every model is scored on the same fixed, seeded subset of ``n_test`` test samples (overall metrics) plus the
-whole cold-start slice (cold metrics): full-catalogue ranking of the LLM modes is too slow on this CPU for the
-whole split. All R²ec modes use SmolLM2-135M (fp32 on this CPU) with LoRA on the top 4 layers, so the frozen
-lower 26 layers of every item prompt are computed once and shared by the three modes. RecPO starts from the
-best contrastive adapter (a warm start: on a CPU budget RecPO from scratch sees too few users).
+``.venv/bin/python -m benchmarks.quality train --contrastive-minutes 25 --recpo-minutes 15``
+    trains R²ec w/o reasoning (contrastive), then RecPO from the best contrastive adapter (a warm start: on a
+    CPU budget RecPO from scratch sees too few users). SmolLM2-135M, LoRA on the top 4 layers, compact prompts;
+    the frozen lower layers of every item prompt are computed once and shared by both modes. Writes the
+    checkpoints and ``budgets.json`` (samples, steps, rollouts, reasoning tokens, wall time, peak memory,
+    device) under ``--runs`` (default ``var/bench/quality``), and the training curves as ``*/metrics.jsonl``.
+
+``.venv/bin/python -m benchmarks.quality evaluate --n-test 2000 [--models ...]``
+    scores each model with ``r2ec evaluate``'s job on the same fixed, seeded subset of ``--n-test`` test samples
+    (overall metrics) plus the whole cold-start slice (cold metrics) and merges one row per model into
+    ``benchmarks/results/<--name>.{json,md}`` (rows of other models are kept, so models may be scored on
+    different machines; each row records its command and device).
+
+``.venv/bin/python -m benchmarks.quality plot RUNS [RUNS ...]``
+    draws validation NDCG@10 against training samples of every run into ``results/quality_curves.png``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
+import platform
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
 
-from r2ec.baselines.popularity import Popularity
-from r2ec.baselines.sasrec import SASRec, SASRecConfig
-from r2ec.evaluation.evaluator import evaluation_subset, sample_ranks
-from r2ec.evaluation.metrics import ranking_metrics
+from r2ec.data.movielens import DatasetUnavailable
+from r2ec.modeling.backbone import EMBEDDED_BACKBONE
 from r2ec.modeling.recommender import R2ecRecommender
 from r2ec.modeling.vectors import n_layers
 from r2ec.training.config import TrainConfig
 from r2ec.training.logging import JsonlLogger
 from r2ec.training.trainer import FrozenLayerCache, R2ecTrainer
 from services.datastore import load_prepared
-from services.jobs import prepare_data
+from services.jobs import evaluate, prepare_data
 from services.jobs.evaluate import peak_rss_mb
 from services.jobs.train import model_config
-from services.settings import load_settings
+from services.settings import Settings, load_settings
 
 RESULTS = Path(__file__).parent / "results"
+DATASET = "ml-100k"
+BUDGETS = "budgets.json"
+CHECKPOINTS = {"r2ec-contrastive": "contrastive", "r2ec-recpo": "recpo"}
+MODELS = ("popularity", "sasrec", "r2ec-zero-shot", *CHECKPOINTS)
 
 
-def row(model: str, ranks: np.ndarray, overall: np.ndarray, cold: np.ndarray, started: float, budget: dict) -> dict:
-    print(f"{model}: test ndcg@10 {ranking_metrics(ranks[overall])['ndcg@10']:.4f}", flush=True)
-    return {
-        "model": model,
-        "dataset": "ml-100k",
-        "test": {**ranking_metrics(ranks[overall]), "n": int(overall.sum())},
-        "test_cold": {**ranking_metrics(ranks[cold]), "n": int(cold.sum())},
-        "budget": budget,
-        "wall_s": round(time.perf_counter() - started, 1),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-    }
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name()}"
+    return f"cpu: {platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def main(contrastive_minutes: float, recpo_minutes: float, n_test: int, backbone: str) -> None:
-    settings = load_settings(progress=True)
-    prepare_data.run(settings, "ml-100k")
-    data = load_prepared(settings, "ml-100k")
-    subset, overall = evaluation_subset(data.test, n_test, seed=0)
-    cold = subset.cold
-    out = settings.root / "bench" / "quality"
-    rows: list[dict[str, Any]] = []
+@dataclass(frozen=True)
+class Recipe:
+    """What the train phase varies: budgets, backbone and the knobs of the contrastive recipe."""
 
-    started = time.perf_counter()
-    recommender = R2ecRecommender.create(
-        model_config("ml-100k", reasoning=False, backbone=backbone), settings.root / "cache"
-    )
-    contrastive = TrainConfig(
+    contrastive_minutes: float = 25.0
+    recpo_minutes: float = 15.0
+    backbone: str = EMBEDDED_BACKBONE
+    dtype: str = "auto"
+    top_layers: int = 4  # LoRA on the top k layers; 0 = all
+    tau: float = 0.02
+    contrastive_lr: float = 3e-4
+    patience: int = 4
+
+
+def contrastive_config(recipe: Recipe) -> TrainConfig:
+    return TrainConfig(
         mode="contrastive",
-        max_steps=10_000,
-        max_minutes=contrastive_minutes,
+        max_steps=100_000,
+        max_minutes=recipe.contrastive_minutes,
         batch_size=16,
-        learning_rate=3e-4,
-        eval_every=20,
+        learning_rate=recipe.contrastive_lr,
+        eval_every=15,
         eval_samples=200,
-        patience=4,
-    )
-    split = max(0, n_layers(recommender.model) - recommender.config.lora.top_layers)
-    items = FrozenLayerCache(recommender, recommender.item_prompt_ids(data.items), split)
-    trainer = R2ecTrainer(recommender, data, contrastive, JsonlLogger(out / "contrastive.jsonl"), True, items)
-    test_users = trainer.user_cache(subset)
-    rows.append(
-        row(
-            "r2ec-zero-shot",
-            trainer.sample_ranks(subset, test_users),
-            overall,
-            cold,
-            started,
-            {"samples": 0, "steps": 0},
-        )
+        patience=recipe.patience,
     )
 
-    started = time.perf_counter()
-    result = trainer.train(out / "contrastive")
-    recommender.load_adapter_weights(result.best_dir)
-    budget = {**result.budget, "best_valid_ndcg@10": result.best_valid_ndcg10, "max_minutes": contrastive_minutes}
-    rows.append(row("r2ec-contrastive", trainer.sample_ranks(subset, test_users), overall, cold, started, budget))
 
-    started = time.perf_counter()
-    recommender.config = replace(recommender.config, reasoning=True)
-    recpo = TrainConfig(
+def recpo_config(recipe: Recipe) -> TrainConfig:
+    return TrainConfig(
         mode="recpo",
-        max_steps=10_000,
-        max_minutes=recpo_minutes,
+        max_steps=100_000,
+        max_minutes=recipe.recpo_minutes,
         batch_size=4,
         group_size=4,
         learning_rate=1e-4,
         max_new_tokens=32,
-        eval_every=10,
-        eval_samples=48,
-        patience=3,
+        eval_every=30,
+        eval_samples=150,
+        patience=2,
     )
-    trainer = R2ecTrainer(recommender, data, recpo, JsonlLogger(out / "recpo.jsonl"), True, items)
-    result = trainer.train(out / "recpo")
-    recommender.load_adapter_weights(result.best_dir)
-    budget = {
-        **result.budget,
-        "best_valid_ndcg@10": result.best_valid_ndcg10,
-        "max_minutes": recpo_minutes,
-        "init": "best contrastive adapter",
-    }
-    rows.append(row("r2ec-recpo", trainer.sample_ranks(subset), overall, cold, started, budget))
 
-    for baseline in (Popularity(), SASRec(SASRecConfig(seed=0))):
+
+def load_data(settings: Settings):
+    try:
+        return load_prepared(settings, DATASET)
+    except DatasetUnavailable:
+        prepare_data.run(settings, DATASET)
+        return load_prepared(settings, DATASET)
+
+
+def train(settings: Settings, runs: Path, recipe: Recipe, modes: list[str]) -> dict[str, Any]:
+    """Contrastive, then RecPO from the best contrastive adapter; returns (and writes) the budgets.
+
+    ``modes`` may name only ``recpo`` to retrain RecPO from an earlier run's contrastive adapter.
+    """
+    data = load_data(settings)
+    config = model_config(DATASET, reasoning=False, backbone=recipe.backbone, top_layers=recipe.top_layers or None)
+    config = replace(config, dtype=recipe.dtype, tau=recipe.tau)
+    recommender = R2ecRecommender.create(config, settings.root / "cache")
+    split = max(0, n_layers(recommender.model) - (recommender.config.lora.top_layers or 0))
+    items = FrozenLayerCache(recommender, recommender.item_prompt_ids(data.items), split)
+    budgets: dict[str, Any] = json.loads((runs / BUDGETS).read_text()) if (runs / BUDGETS).exists() else {}
+    configs = {"contrastive": contrastive_config(recipe), "recpo": recpo_config(recipe)}
+    for mode in modes:
+        model, config = f"r2ec-{mode}", configs[mode]
         started = time.perf_counter()
-        budget = baseline.fit(data)
-        ranks = sample_ranks(baseline, subset)
-        rows.insert(
-            0 if baseline.name == "popularity" else 1, row(baseline.name, ranks, overall, cold, started, budget)
-        )
+        out = runs / CHECKPOINTS[model]
+        if config.mode == "recpo":
+            recommender.load_adapter_weights(runs / CHECKPOINTS["r2ec-contrastive"] / "best")
+            recommender.config = replace(recommender.config, reasoning=True)
+        logger = JsonlLogger(out / "metrics.jsonl")
+        trainer = R2ecTrainer(recommender, data, config, logger, settings.show_progress, items)
+        result = trainer.train(out)
+        budgets[model] = {
+            **result.budget,
+            "max_minutes": config.max_minutes,
+            "best_valid_ndcg@10": result.best_valid_ndcg10,
+            "init": "best r2ec-contrastive adapter" if config.mode == "recpo" else "fresh LoRA",
+            "train_wall_s": round(time.perf_counter() - started, 1),
+            "train_peak_rss_mb": round(peak_rss_mb(), 1),
+            "train_device": device_name(),
+            "train_config": asdict(config),
+            "recipe": asdict(recipe),
+        }
+        print(f"{model}: best valid NDCG@10 {result.best_valid_ndcg10:.4f} after {result.budget}", flush=True)
+        (runs / BUDGETS).write_text(json.dumps(budgets, indent=2) + "\n")
+    return budgets
 
+
+def evaluate_models(settings: Settings, runs: Path, models: list[str], n_test: int, command: str) -> list[dict]:
+    """One row per model: ``r2ec evaluate --json`` fields + training budget, wall time and peak memory."""
+    budgets = json.loads((runs / BUDGETS).read_text()) if (runs / BUDGETS).exists() else {}
+    rows = []
+    for model in models:
+        started = time.perf_counter()
+        if model in CHECKPOINTS:
+            checkpoint = runs / CHECKPOINTS[model] / "best"
+            if model not in budgets:
+                raise SystemExit(f"{model}: no budget in {runs / BUDGETS}; run the train phase first")
+            report = evaluate.run(settings, "r2ec", DATASET, checkpoint=checkpoint, max_samples=n_test)
+            budget = budgets[model]
+        else:
+            report = evaluate.run(settings, "r2ec" if model == "r2ec-zero-shot" else model, DATASET, max_samples=n_test)
+            budget = report["budget"]
+        assert report["model"] == model, (report["model"], model)
+        eval_wall = round(time.perf_counter() - started, 1)
+        rows.append(
+            {
+                **report,
+                "budget": budget,
+                "eval_wall_s": eval_wall,
+                "wall_s": round(eval_wall + budget.get("train_wall_s", 0.0), 1),
+                "peak_rss_mb": max(report["peak_rss_mb"], budget.get("train_peak_rss_mb", 0.0)),
+                "eval_device": device_name(),
+                "command": command,
+            }
+        )
+        print(f"{model}: test NDCG@10 {report['test']['ndcg@10']:.4f}, cold {report['test_cold']['ndcg@10']:.4f}")
+    return rows
+
+
+def write_results(name: str, rows: list[dict]) -> None:
+    """Merge ``rows`` into ``results/<name>.json`` (one row per model) and rewrite the markdown table."""
+    path = RESULTS / f"{name}.json"
+    old = json.loads(path.read_text()) if path.exists() else {"meta": {}, "results": []}
+    by_model = {row["model"]: row for row in old["results"]} | {row["model"]: row for row in rows}
+    ordered = [by_model[m] for m in MODELS if m in by_model]
+    subset = ordered[0]["subset"]
     meta = {
-        "command": f".venv/bin/python -m benchmarks.quality {contrastive_minutes:g} {recpo_minutes:g} {n_test}",
-        "subset": f"{int(overall.sum())} seeded random test samples (overall) + all {int(cold.sum())} cold-start "
-        "test samples (cold); every model scored on the same rows",
-        "model_config": asdict(recommender.config),
+        **old["meta"],  # hand-written notes (how the runs were made) are kept
+        "dataset": DATASET,
+        "subset": f"{subset}: overall metrics on the seeded subset, cold metrics on the whole cold-start slice; "
+        "every model scored on the same rows",
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "quality.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2, default=str) + "\n")
+    path.write_text(json.dumps({"meta": meta, "results": ordered}, indent=2, default=str) + "\n")
     lines = [
-        f"# Quality on ML-100k (test subset)\n\nCommand: `{meta['command']}`  \n{meta['subset']}.\n",
-        "| model | NDCG@10 | HR@10 | NDCG@20 | cold NDCG@10 | cold HR@10 | samples trained | steps | wall s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"# Quality on ML-100k ({name})\n",
+        f"Overall: {subset}; every model on the same rows. Each row's `command` in `{name}.json` produced it.\n",
+        *[f"- {note}" for note in meta.get("notes", [])],
+        "",
+        "| model | NDCG@10 | HR@10 | NDCG@20 | cold NDCG@10 | cold HR@10 | samples trained | steps | rollouts "
+        "| reasoning tokens | train s | eval s | peak RSS MB | train device | eval device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in ordered:
         t, c, b = r["test"], r["test_cold"], r["budget"]
         lines.append(
-            f"| {r['model']} | {t['ndcg@10']:.4f} | {t['hr@10']:.4f} | {t['ndcg@20']:.4f} | "
-            f"{c['ndcg@10']:.4f} | {c['hr@10']:.4f} | {b.get('samples', '')} | {b.get('steps', b.get('epochs', ''))} "
-            f"| {r['wall_s']} |"
+            f"| {r['model']} | {t['ndcg@10']:.4f} | {t['hr@10']:.4f} | {t['ndcg@20']:.4f} | {c['ndcg@10']:.4f} | "
+            f"{c['hr@10']:.4f} | {b.get('samples', b.get('samples_seen', 0))} | "
+            f"{b.get('steps', b.get('epochs', 0))} | {b.get('rollouts', '')} | {b.get('reasoning_tokens', '')} | "
+            f"{b.get('train_wall_s', b.get('train_s', ''))} | {r['eval_wall_s']} | {r['peak_rss_mb']} | "
+            f"{b.get('train_device', '')} | {r['eval_device']} |"
         )
-    (RESULTS / "quality.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
+def plot_curves(runs: list[Path], out: Path) -> None:
+    """Validation NDCG@10 against training samples of each run's modes (one line per run and mode)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for run in runs:
+        budgets = json.loads((run / BUDGETS).read_text())
+        for model, folder in CHECKPOINTS.items():
+            if not (run / folder / "metrics.jsonl").exists():
+                continue
+            records = [json.loads(line) for line in (run / folder / "metrics.jsonl").read_text().splitlines()]
+            batch = budgets[model]["train_config"]["batch_size"]
+            points = [(r["step"] * batch, r["valid_ndcg@10"]) for r in records if "valid_ndcg@10" in r]
+            label = f"{model} ({budgets[model]['train_device'].split(':')[0]}, {run.name})"
+            axes.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
+    axes.set_xlabel("training samples (users) seen by this mode")
+    axes.set_ylabel("validation NDCG@10 (seeded subset)")
+    axes.set_title("R²ec on ML-100k: validation during training")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, default=None, help="checkpoints and budgets (default var/bench/quality)")
+    phases = parser.add_subparsers(dest="phase", required=True)
+    train_phase = phases.add_parser("train")
+    train_phase.add_argument("--modes", default="contrastive,recpo", help="recpo alone reuses the contrastive run")
+    for field_ in fields(Recipe):
+        flag = "--" + field_.name.replace("_", "-")
+        train_phase.add_argument(
+            flag, type=type(field_.default), default=field_.default, help=f"(default {field_.default})"
+        )
+    evaluate_phase = phases.add_parser("evaluate")
+    evaluate_phase.add_argument("--n-test", type=int, default=2000)
+    evaluate_phase.add_argument("--models", default=",".join(MODELS))
+    evaluate_phase.add_argument("--name", default="quality", help="results file stem under benchmarks/results")
+    plot_phase = phases.add_parser("plot")
+    plot_phase.add_argument("run_dirs", type=Path, nargs="+", help="runs folders of the train phase")
+    plot_phase.add_argument("--out", type=Path, default=RESULTS / "quality_curves.png")
+    args = parser.parse_args()
+    if args.phase == "plot":
+        plot_curves(args.run_dirs, args.out)
+        return
+    settings = load_settings(progress=True)
+    runs = args.runs or settings.root / "bench" / "quality"
+    torch.manual_seed(settings.seed)
+    if args.phase == "train":
+        modes = [m for m in args.modes.split(",") if m]
+        if not set(modes) <= {"contrastive", "recpo"}:
+            raise SystemExit(f"--modes takes contrastive and/or recpo, not {args.modes!r}")
+        recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
+        train(settings, runs, recipe, modes)
+        return
+    models = [m for m in args.models.split(",") if m]
+    unknown = set(models) - set(MODELS)
+    if unknown:
+        raise SystemExit(f"unknown models {sorted(unknown)}; choose from {', '.join(MODELS)}")
+    runs_flag = f"--runs {args.runs} " if args.runs else ""
+    command = (
+        f".venv/bin/python -m benchmarks.quality {runs_flag}evaluate --n-test {args.n_test} "
+        f"--models {','.join(models)} --name {args.name}"
+    )
+    write_results(args.name, evaluate_models(settings, runs, models, args.n_test, command))
 
 
 if __name__ == "__main__":
-    argv = sys.argv[1:] + ["20", "12", "200", "smollm2-135m-instruct"][len(sys.argv) - 1 :]
-    main(float(argv[0]), float(argv[1]), int(argv[2]), argv[3])
+    main()

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
         default=None, description="Show progress bars; None = only when stderr is a terminal."
     )
 
+    dtype: Literal["auto", "bfloat16", "float32"] | None = Field(
+        default=None,
+        description="Weights dtype of R²ec at inference; None = the checkpoint's own (auto: bf16 on GPUs).",
+    )
+    inference_batch_size: int = Field(
+        default=32, ge=1, description="Users per batch when scoring and generating reasoning; raise it on a GPU."
+    )
     mlflow_tracking_uri: str | None = Field(
         default=None, description="MLflow server URL (production); None = sqlite:///<state>/mlflow.db, local artifacts."
     )

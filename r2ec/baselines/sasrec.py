@@ -149,6 +149,11 @@ def _rows(history: np.ndarray, max_length: int) -> torch.Tensor:
     return torch.from_numpy(np.where(index < length[:, None], items + 1, 0))
 
 
+def _device() -> torch.device:
+    """Train on the GPU when there is one (the same code runs on the CPU)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 class SASRec(Recommender):
     """SASRec baseline behind the common :class:`~r2ec.recommender.Recommender` contract."""
 
@@ -164,7 +169,12 @@ class SASRec(Recommender):
         assert self.network is not None
         hidden = self.network.encode(sequence)
         last = ((sequence != 0).sum(dim=1) - 1).clamp_min(0)
-        return hidden[torch.arange(len(sequence)), last]
+        return hidden[torch.arange(len(sequence), device=sequence.device), last]
+
+    @property
+    def _device(self) -> torch.device:
+        assert self.network is not None
+        return next(self.network.parameters()).device
 
     def _loss(self, sequence: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over all catalogue items at every real position.
@@ -177,7 +187,7 @@ class SASRec(Recommender):
         # labels (B, L): the next history item at each position, the target after the last one, -100 on pads
         length = (sequence != 0).sum(dim=1)
         labels = torch.cat([sequence[:, 1:], torch.zeros_like(sequence[:, :1])], dim=1) - 1
-        positions = torch.arange(sequence.shape[1])[None]
+        positions = torch.arange(sequence.shape[1], device=sequence.device)[None]
         labels = torch.where(positions == (length - 1)[:, None], target[:, None], labels)
         labels = torch.where(positions < length[:, None], labels, -100)
         logits = self.network.scores(self.network.encode(sequence))
@@ -191,7 +201,7 @@ class SASRec(Recommender):
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         self.max_length = cfg.max_length or data.train.history.shape[1]
-        self.network = SASRecNetwork(data.n_items, self.max_length, cfg)
+        self.network = SASRecNetwork(data.n_items, self.max_length, cfg).to(_device())
         optimizer = torch.optim.Adam(self.network.parameters(), lr=cfg.lr)
         stride = cfg.stride or self.max_length
         sequences = _rows(data.train.history, self.max_length)
@@ -210,7 +220,8 @@ class SASRec(Recommender):
             total = 0.0
             shuffled = windows[torch.randperm(len(windows), generator=generator)]
             for batch in shuffled.split(cfg.batch_size):
-                loss = self._loss(sequences[batch], targets[batch])
+                device = self._device
+                loss = self._loss(sequences[batch].to(device), targets[batch].to(device))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -239,6 +250,7 @@ class SASRec(Recommender):
             raise RuntimeError("SASRec.fit must run before scoring")
         was_training = self.network.training
         self.network.eval()
-        scores = self.network.scores(self._user_vectors(_rows(batch.history, self.max_length)))
+        rows = _rows(batch.history, self.max_length).to(self._device)
+        scores = self.network.scores(self._user_vectors(rows)).cpu()
         self.network.train(was_training)
         return scores

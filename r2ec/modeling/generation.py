@@ -77,15 +77,15 @@ def generate_rollouts(
     answer_ids = tokenizer(ANSWER, add_special_tokens=False).input_ids
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     finished: dict[int, list[tuple[list[int], int]]] = {}
-    was_training = model.training
+    was_training, device = model.training, next(model.parameters()).device
     model.eval()
     for start in range(0, len(order), settings.batch_size):
         chunk = order[start : start + settings.batch_size]
         ids, mask = left_pad([prompts[i] for i in chunk], tokenizer.pad_token_id)
         sampling = {"temperature": settings.temperature, "top_k": settings.top_k} if settings.do_sample else {}
         out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
             max_new_tokens=settings.max_new_tokens,
             do_sample=settings.do_sample,
             num_return_sequences=num_return_sequences,

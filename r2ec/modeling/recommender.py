@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,12 +131,14 @@ class R2ecRecommender(Recommender):
         (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
     @classmethod
-    def load(cls, directory: Path, cache_dir: Path) -> R2ecRecommender:
-        """Rebuild a saved model; raises FileNotFoundError with the path when it is not a checkpoint."""
+    def load(cls, directory: Path, cache_dir: Path, dtype: str | None = None) -> R2ecRecommender:
+        """Rebuild a saved model (``dtype`` overrides the saved one); FileNotFoundError if not a checkpoint."""
         config_path = directory / CONFIG_FILE
         if not config_path.exists():
             raise FileNotFoundError(f"{directory} is not an r2ec checkpoint (no {CONFIG_FILE})")
         config = R2ecConfig.from_dict(json.loads(config_path.read_text())["config"])
+        if dtype is not None:
+            config = replace(config, dtype=dtype)
         recommender = cls.create(config, cache_dir, adapter_dir=directory / ADAPTER_DIR)
         if (directory / ITEM_MEAN_FILE).exists():
             recommender.item_mean = torch.load(directory / ITEM_MEAN_FILE)

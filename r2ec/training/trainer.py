@@ -24,7 +24,7 @@ from r2ec.evaluation.evaluator import sample_ranks
 from r2ec.evaluation.metrics import mask_history, ranking_metrics, target_ranks
 from r2ec.modeling.generation import GenerationSettings, Rollouts, generate_rollouts, left_pad
 from r2ec.modeling.recommender import R2ecRecommender
-from r2ec.modeling.scoring import cosine_scores
+from r2ec.modeling.scoring import cosine_scores, project
 from r2ec.modeling.vectors import (
     at_last_token,
     decoder_and_head,
@@ -91,6 +91,21 @@ class FrozenLayerCache:
         return out
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """The item side of one step's item loss.
+
+    ``vectors`` (C, d) unit vectors of the batch's targets (with grad) then sampled negatives; ``labels`` (B,)
+    each user's target among them; ``history_mask`` (B, C) True where a candidate is in the user's history;
+    ``centre`` the centring vector they were projected with (users must use the same).
+    """
+
+    vectors: torch.Tensor
+    labels: torch.Tensor
+    history_mask: torch.Tensor
+    centre: torch.Tensor | None
+
+
 @dataclass
 class TrainResult:
     """What a run produced and what it cost."""
@@ -142,42 +157,63 @@ class R2ecTrainer:
             top_k=config.top_k,
             batch_size=recommender.config.generation.batch_size,
         )
-        self.budget = {"steps": 0, "samples": 0, "rollouts": 0, "reasoning_tokens": 0, "wall_s": 0.0}
+        self.refresh_raw: torch.Tensor | None = None  # (n_items, d) raw item vectors at the last refresh
+        self.budget = {
+            "steps": 0,
+            "skipped_steps": 0,
+            "samples": 0,
+            "rollouts": 0,
+            "reasoning_tokens": 0,
+            "wall_s": 0.0,
+        }
 
     # item side --------------------------------------------------------------------------------------
 
     def refresh_item_table(self) -> None:
         """Rebuild every item vector with the current adapters and refit the centring vector."""
-        self.recommender.set_item_table(self.data.items, self.item_cache.all_last_hidden(), refit_mean=True)
+        self.refresh_raw = self.item_cache.all_last_hidden()
+        self.recommender.set_item_table(self.data.items, self.refresh_raw, refit_mean=True)
 
-    def _candidates(self, batch: Samples) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+    def _drifted_centre(self, ids: np.ndarray, fresh: torch.Tensor) -> torch.Tensor | None:
+        """The centring vector under the current adapters (None when centring is off).
+
+        Every LoRA update moves all hidden states along a shared direction. With the centre fixed at the last
+        refresh, that drift soon dominates the centred vectors, every item looks alike and the item loss sits
+        at ln(C) until the next refresh. The refresh-time mean is therefore moved by the mean drift that the
+        step's freshly encoded candidates ``ids`` show since that refresh.
+        """
+        if not self.recommender.config.centre:
+            return None
+        drift = (fresh.detach().float().cpu() - self.refresh_raw[torch.from_numpy(ids)]).mean(dim=0)
+        return (self.recommender.item_mean + drift).to(fresh.device)
+
+    def _candidates(self, batch: Samples) -> Candidates:
         """Candidate item vectors for the item loss: the batch's targets (with grad) + sampled negatives.
 
         Negatives are re-encoded with the current adapters (no grad; only the LoRA layers run, from the
         frozen-layer cache). Stale negatives from the item table would offer a shortcut: fresh vectors share
         the adapters' latest drift, so a positive could beat stale negatives without learning preferences.
-
-        Returns (candidates (C, d), labels (B,), history mask (B, C), candidate item ids (C,)).
+        The fresh vectors also replace their rows of the item table, which RecPO's rewards rank against.
         """
+        if self.refresh_raw is None:
+            self.refresh_item_table()
+        device = self.recommender.device
         targets = np.unique(batch.target)
-        with_grad = self.recommender.project(self.item_cache.last_hidden(targets.tolist()))
         pool = np.setdiff1d(np.arange(self.data.n_items), targets)
         n_neg = min(self.config.n_negatives, len(pool))
         probs = None if self.negative_probs is None else self.negative_probs[pool] / self.negative_probs[pool].sum()
         negatives = np.sort(self.rng.choice(pool, n_neg, replace=False, p=probs))
+        with_grad = self.item_cache.last_hidden(targets.tolist())
         with torch.no_grad():
-            negative_vectors = self.recommender.project(self.item_cache.last_hidden(negatives.tolist()))
+            without_grad = self.item_cache.last_hidden(negatives.tolist())
         ids = np.concatenate([targets, negatives])
+        centre = self._drifted_centre(ids, torch.cat([with_grad.detach(), without_grad]))
+        vectors = torch.cat([project(with_grad, centre), project(without_grad, centre)])
+        self.recommender.item_table[torch.from_numpy(ids)] = vectors.detach().cpu()
         labels = torch.from_numpy(np.searchsorted(targets, batch.target))
         in_history = (batch.history[:, :, None] == ids[None, None, :]).any(axis=1)
         in_history[np.arange(len(batch)), labels.numpy()] = False
-        self._refresh_rows(targets, with_grad)
-        self._refresh_rows(negatives, negative_vectors)
-        candidates = torch.cat([with_grad, negative_vectors.to(with_grad.device)])
-        return candidates, labels, torch.from_numpy(in_history), ids
-
-    def _refresh_rows(self, items: np.ndarray, vectors: torch.Tensor) -> None:
-        self.recommender.item_table[torch.from_numpy(items)] = vectors.detach().float()
+        return Candidates(vectors, labels.to(device), torch.from_numpy(in_history).to(device), centre)
 
     # RecPO ------------------------------------------------------------------------------------------
 
@@ -216,8 +252,9 @@ class R2ecTrainer:
         ids, mask = rollouts.input_ids.to(device), rollouts.attention_mask.to(device)
         completion = rollouts.completion_mask.to(device)
         states = hidden_states(model, ids, mask)
-        users = self.recommender.project(at_last_token(states, mask))
-        rewards = self._calculate_rewards(users.detach(), batch)
+        candidates = self._candidates(batch)
+        users = project(at_last_token(states, mask), candidates.centre)
+        rewards = self._calculate_rewards(users.detach().cpu(), batch)
         advantages = rewards["advantages"].to(device)
 
         _, lm_head = decoder_and_head(model)
@@ -234,15 +271,14 @@ class R2ecTrainer:
             torch.arange(len(batch))[:, None] * self.config.group_size
         )
         best = best.reshape(-1)
-        candidates, labels, history_mask, _ = self._candidates(batch)
         per_user = best // self.config.group_size
         item_loss = item_softmax_loss(
             users[best],
-            candidates,
-            labels[per_user],
+            candidates.vectors,
+            candidates.labels[per_user],
             advantages[best],
             self.recommender.config.tau,
-            history_mask[per_user],
+            candidates.history_mask[per_user],
         )
         self.budget["rollouts"] += len(rollouts.rationales)
         self.budget["reasoning_tokens"] += int(completion.sum())
@@ -263,17 +299,18 @@ class R2ecTrainer:
         ids, mask = left_pad(
             self.recommender.user_prompt_ids(batch, self.data.items), self.recommender.tokenizer.pad_token_id
         )
-        raw = at_last_token(hidden_states(self.recommender.model, ids.to(device), mask.to(device)), mask.to(device))
-        users = self.recommender.project(raw)
-        candidates, labels, history_mask, _ = self._candidates(batch)
-        loss = item_softmax_loss(
-            users, candidates, labels, torch.ones(len(batch)), self.recommender.config.tau, history_mask
-        )
+        ids, mask = ids.to(device), mask.to(device)
+        raw = at_last_token(hidden_states(self.recommender.model, ids, mask), mask)
+        candidates = self._candidates(batch)
+        users = project(raw, candidates.centre)
+        weights = torch.ones(len(batch), device=device)
+        tau = self.recommender.config.tau
+        loss = item_softmax_loss(users, candidates.vectors, candidates.labels, weights, tau, candidates.history_mask)
         with torch.no_grad():
-            spread = cosine_scores(users, self.recommender.item_table, self.recommender.config.tau).std(dim=1).mean()
+            spread = cosine_scores(users.cpu(), self.recommender.item_table, tau).std(dim=1).mean()
         return loss, {
             "item_loss": loss.item(),
-            "chance_loss": math.log(candidates.shape[0]),
+            "chance_loss": math.log(candidates.vectors.shape[0]),
             "score_spread": float(spread),
         }
 
@@ -338,6 +375,13 @@ class R2ecTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm)
+            if not torch.isfinite(grad_norm):  # one bad batch must not turn every adapter weight into NaN
+                skipped = self.budget["skipped_steps"] = self.budget["skipped_steps"] + 1
+                if self.logger:
+                    self.logger.log_metrics({"skipped_steps": skipped}, step=self.budget["steps"])
+                if skipped > 10 + self.budget["steps"] // 10:
+                    raise FloatingPointError(f"training diverged: {skipped} steps with a non-finite gradient")
+                continue
             self.optimizer.step()
             self.budget["steps"] += 1
             self.budget["samples"] += len(batch)
@@ -348,20 +392,28 @@ class R2ecTrainer:
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.3f}")
             if step % config.eval_every == 0:
-                metrics = self.evaluate_valid()
-                history.append({"step": step, **metrics})
-                if self.logger:
-                    self.logger.log_metrics(metrics, step=step)
-                if metrics["valid_ndcg@10"] > best["valid_ndcg@10"]:
-                    best, stale = metrics, 0
-                    self._save(out_dir / BEST_DIR, best)
-                else:
-                    stale += 1
-                    if stale >= config.patience:
-                        break
+                best, stale = self._validate(out_dir, history, best, stale)
+                if stale >= config.patience:
+                    break
+        if self.budget["steps"] % config.eval_every:  # the budget ran out between validations
+            best, stale = self._validate(out_dir, history, best, stale)
         bar.close()
         self.budget["wall_s"] = round(time.perf_counter() - started, 1)
         return TrainResult(out_dir / BEST_DIR, best["valid_ndcg@10"], dict(self.budget), history)
+
+    def _validate(
+        self, out_dir: Path, history: list[dict[str, float]], best: dict[str, float], stale: int
+    ) -> tuple[dict[str, float], int]:
+        """Validate, log, keep the adapter if it is the best so far; returns (best metrics, evaluations since)."""
+        step = self.budget["steps"]
+        metrics = self.evaluate_valid()
+        history.append({"step": step, **metrics})
+        if self.logger:
+            self.logger.log_metrics(metrics, step=step)
+        if metrics["valid_ndcg@10"] > best["valid_ndcg@10"]:
+            self._save(out_dir / BEST_DIR, metrics)
+            return metrics, 0
+        return best, stale + 1
 
     def _save(self, directory: Path, metrics: dict[str, float]) -> None:
         self.recommender.save(directory, metrics={**metrics, "budget": dict(self.budget), "train": asdict(self.config)})

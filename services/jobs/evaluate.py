@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,14 @@ def build_r2ec(settings: Settings, data: PreparedData, checkpoint: Path | None) 
 
     cache = settings.root / "cache"
     if checkpoint is None:
-        return R2ecRecommender.create(model_config(data.name, reasoning=False), cache), "r2ec-zero-shot"
-    recommender = R2ecRecommender.load(checkpoint, cache)
+        config = model_config(data.name, reasoning=False)
+        recommender = R2ecRecommender.create(replace(config, dtype=settings.dtype or config.dtype), cache)
+    else:
+        recommender = R2ecRecommender.load(checkpoint, cache, settings.dtype)
+    generation = replace(recommender.config.generation, batch_size=settings.inference_batch_size)
+    recommender.config = replace(recommender.config, generation=generation)
+    if checkpoint is None:
+        return recommender, "r2ec-zero-shot"
     return recommender, "r2ec-recpo" if recommender.config.reasoning else "r2ec-contrastive"
 
 
@@ -70,7 +77,9 @@ def run(
     if max_samples is not None:
         samples, overall = evaluation_subset(samples, max_samples, settings.seed)
     budget = recommender.fit(data, progress=settings.show_progress)
-    report = evaluate(recommender, samples, batch_size=32, progress=settings.show_progress, overall=overall)
+    report = evaluate(
+        recommender, samples, batch_size=settings.inference_batch_size, progress=settings.show_progress, overall=overall
+    )
     return {
         "model": model,
         "subset": None if max_samples is None else f"{max_samples} seeded samples + all cold-start ones",

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from r2ec.modeling.scoring import project
 from r2ec.training.config import TrainConfig
 from r2ec.training.logging import JsonlLogger
 from r2ec.training.losses import item_softmax_loss, policy_token_loss
@@ -84,11 +87,26 @@ def recpo_trainer(tiny_cache, synthetic_data) -> R2ecTrainer:
 
 def test_item_loss_reaches_the_item_tower(recpo_trainer: R2ecTrainer, synthetic_data) -> None:
     batch = synthetic_data.train.take(slice(0, 4))
-    candidates, labels, mask, _ = recpo_trainer._candidates(batch)
-    users = recpo_trainer.recommender.item_table[torch.from_numpy(batch.history[:, 0])].detach()
-    item_softmax_loss(users, candidates, labels, torch.ones(4), 0.02, mask).backward()
+    candidates = recpo_trainer._candidates(batch)
+    device = candidates.vectors.device
+    users = recpo_trainer.recommender.item_table[torch.from_numpy(batch.history[:, 0])].to(device)
+    weights = torch.ones(4, device=device)
+    item_softmax_loss(users, candidates.vectors, candidates.labels, weights, 0.02, candidates.history_mask).backward()
     lora_grads = [p.grad for n, p in recpo_trainer.recommender.model.named_parameters() if "lora_B" in n]
     assert any(g is not None and g.abs().sum() > 0 for g in lora_grads)
+
+
+def test_the_training_centre_follows_a_drift_shared_by_all_items(recpo_trainer: R2ecTrainer) -> None:
+    """A shift of every item vector (what a LoRA update mostly does) leaves the centred vectors as they were."""
+    trainer = recpo_trainer
+    ids = np.arange(10)
+    raw = trainer.refresh_raw[torch.from_numpy(ids)]
+    shifted = raw + 5 * torch.randn(trainer.recommender.dim, generator=torch.Generator().manual_seed(0))
+    at_refresh = trainer.recommender.item_table[torch.from_numpy(ids)]
+    following = project(shifted, trainer._drifted_centre(ids, shifted))
+    frozen = project(shifted, trainer.recommender.item_mean)
+    assert torch.allclose(following, at_refresh, atol=1e-5)
+    assert (frozen @ frozen.T).min() > 0.9 > (at_refresh @ at_refresh.T).min()  # a frozen centre: all alike
 
 
 def test_recpo_steps_log_losses_and_move_every_adapter(recpo_trainer: R2ecTrainer, tmp_path: Path) -> None:
@@ -105,6 +123,14 @@ def test_recpo_steps_log_losses_and_move_every_adapter(recpo_trainer: R2ecTraine
     moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
     assert sorted(moved) == sorted(before)
     assert (result.best_dir / "r2ec.json").exists()
+
+
+def test_a_run_is_validated_when_its_budget_ends_between_validations(
+    recpo_trainer: R2ecTrainer, tmp_path: Path
+) -> None:
+    recpo_trainer.config = replace(recpo_trainer.config, max_steps=5, eval_every=3)
+    result = recpo_trainer.train(tmp_path / "run")
+    assert [h["step"] for h in result.history] == [0, 3, 5]
 
 
 def test_train_config_rejects_inconsistent_values() -> None:
