@@ -1,6 +1,6 @@
 """Recommendation quality on ML-100k: popularity, SASRec and the three R²ec modes side by side.
 
-Two phases, so that training and evaluation can run where each is affordable:
+Three phases, so that training and evaluation can run where each is affordable:
 
 ``.venv/bin/python -m benchmarks.quality train --contrastive-minutes 25 --recpo-minutes 15``
     trains R²ec w/o reasoning (contrastive), then RecPO from the best contrastive adapter (a warm start: on a
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from r2ec.data.movielens import DatasetUnavailable
-from r2ec.modeling.backbone import EMBEDDED_BACKBONE
+from r2ec.modeling.backbone import EMBEDDED_BACKBONE, resolve_dtype
 from r2ec.modeling.recommender import R2ecRecommender
 from r2ec.modeling.vectors import n_layers
 from r2ec.training.config import TrainConfig
@@ -138,6 +138,7 @@ def train(settings: Settings, runs: Path, recipe: Recipe, modes: list[str]) -> d
             "train_wall_s": round(time.perf_counter() - started, 1),
             "train_peak_rss_mb": round(peak_rss_mb(), 1),
             "train_device": device_name(),
+            "train_dtype": f"{str(resolve_dtype(recipe.dtype)).removeprefix('torch.')} weights, float32 LoRA",
             "train_config": asdict(config),
             "recipe": asdict(recipe),
         }
