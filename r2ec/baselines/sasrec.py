@@ -149,7 +149,7 @@ def _rows(history: np.ndarray, max_length: int) -> torch.Tensor:
     return torch.from_numpy(np.where(index < length[:, None], items + 1, 0))
 
 
-def _device() -> torch.device:
+def _training_device() -> torch.device:
     """Train on the GPU when there is one (the same code runs on the CPU)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -201,8 +201,9 @@ class SASRec(Recommender):
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         self.max_length = cfg.max_length or data.train.history.shape[1]
-        self.network = SASRecNetwork(data.n_items, self.max_length, cfg).to(_device())
+        self.network = SASRecNetwork(data.n_items, self.max_length, cfg).to(_training_device())
         optimizer = torch.optim.Adam(self.network.parameters(), lr=cfg.lr)
+        device = self._device
         stride = cfg.stride or self.max_length
         sequences = _rows(data.train.history, self.max_length)
         targets = torch.from_numpy(data.train.target)
@@ -220,7 +221,6 @@ class SASRec(Recommender):
             total = 0.0
             shuffled = windows[torch.randperm(len(windows), generator=generator)]
             for batch in shuffled.split(cfg.batch_size):
-                device = self._device
                 loss = self._loss(sequences[batch].to(device), targets[batch].to(device))
                 optimizer.zero_grad()
                 loss.backward()
