@@ -34,7 +34,6 @@ import torch
 from r2ec.data.movielens import DatasetUnavailable
 from r2ec.modeling.backbone import EMBEDDED_BACKBONE, resolve_dtype
 from r2ec.modeling.recommender import R2ecRecommender
-from r2ec.modeling.vectors import n_layers
 from r2ec.training.config import TrainConfig
 from r2ec.training.logging import JsonlLogger
 from r2ec.training.trainer import FrozenLayerCache, R2ecTrainer
@@ -116,8 +115,7 @@ def train(settings: Settings, runs: Path, recipe: Recipe, modes: list[str]) -> d
     config = model_config(DATASET, reasoning=False, backbone=recipe.backbone, top_layers=recipe.top_layers or None)
     config = replace(config, dtype=recipe.dtype, tau=recipe.tau)
     recommender = R2ecRecommender.create(config, settings.root / "cache")
-    split = max(0, n_layers(recommender.model) - (recommender.config.lora.top_layers or 0))
-    items = FrozenLayerCache(recommender, recommender.item_prompt_ids(data.items), split)
+    items = FrozenLayerCache(recommender, recommender.item_prompt_ids(data.items))
     budgets: dict[str, Any] = json.loads((runs / BUDGETS).read_text()) if (runs / BUDGETS).exists() else {}
     configs = {"contrastive": contrastive_config(recipe), "recpo": recpo_config(recipe)}
     for mode in modes:

@@ -48,10 +48,12 @@ class FrozenLayerCache:
     Filled lazily: a prompt's lower-layer states are computed (without grad) the first time it is used.
     """
 
-    def __init__(self, recommender: R2ecRecommender, rows: Sequence[Sequence[int]], split: int) -> None:
+    def __init__(self, recommender: R2ecRecommender, rows: Sequence[Sequence[int]]) -> None:
+        """The split is the first layer with LoRA adapters (0 when every layer has them): what lies below is frozen."""
         self.recommender = recommender
         self.rows = rows
-        self.split = split
+        top = recommender.config.lora.top_layers
+        self.split = max(n_layers(recommender.model) - top, 0) if top else 0
         self.states: dict[int, torch.Tensor] = {}
 
     def _fill(self, index: Sequence[int], batch_size: int = 32) -> None:
@@ -128,7 +130,7 @@ class R2ecTrainer:
         progress: bool = False,
         item_cache: FrozenLayerCache | None = None,
     ) -> None:
-        """``item_cache`` may be shared between trainers of one backbone with the same LoRA layer split."""
+        """``item_cache`` may be shared between trainers of one backbone with the same LoRA layers."""
         if config.mode == "zero-shot":
             raise ValueError("zero-shot mode has nothing to train: evaluate the untrained model instead")
         if recommender.config.reasoning != (config.mode == "recpo"):
@@ -138,11 +140,7 @@ class R2ecTrainer:
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
         model = recommender.model
-        split = n_layers(model) - (recommender.config.lora.top_layers or n_layers(model))
-        self.split = max(split, 0)
-        self.item_cache = item_cache or FrozenLayerCache(
-            recommender, recommender.item_prompt_ids(data.items), self.split
-        )
+        self.item_cache = item_cache or FrozenLayerCache(recommender, recommender.item_prompt_ids(data.items))
         popularity = np.bincount(data.train.target, minlength=data.n_items).astype(np.float64) + 1.0
         self.negative_probs = popularity / popularity.sum() if config.popularity_negatives else None
         n_valid = min(config.eval_samples, len(data.valid))
@@ -320,9 +318,7 @@ class R2ecTrainer:
         """Frozen-layer cache of fixed user prompts; None in RecPO mode (the reasoning changes each time)."""
         if self.recommender.config.reasoning:
             return None
-        return FrozenLayerCache(
-            self.recommender, self.recommender.user_prompt_ids(samples, self.data.items), self.split
-        )
+        return FrozenLayerCache(self.recommender, self.recommender.user_prompt_ids(samples, self.data.items))
 
     def sample_ranks(self, samples: Samples, cache: FrozenLayerCache | None = None) -> np.ndarray:
         """Target ranks with the current adapters (fresh item table); ``cache`` skips the frozen layers."""

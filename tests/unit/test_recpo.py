@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from r2ec.modeling.backbone import LoraSettings
 from r2ec.modeling.scoring import project
 from r2ec.training.config import TrainConfig
 from r2ec.training.logging import JsonlLogger
 from r2ec.training.losses import item_softmax_loss, policy_token_loss
 from r2ec.training.rewards import fused_reward, group_advantages, rank_reward, similarity_reward
-from r2ec.training.trainer import R2ecTrainer
-from tests.unit.model_helpers import tiny_recommender
+from r2ec.training.trainer import FrozenLayerCache, R2ecTrainer
+from tests.unit.model_helpers import perturb_lora, tiny_recommender
 
 
 def test_rank_reward_is_ndcg_with_a_cutoff() -> None:
@@ -131,6 +132,19 @@ def test_a_run_is_validated_when_its_budget_ends_between_validations(
     recpo_trainer.config = replace(recpo_trainer.config, max_steps=5, eval_every=3)
     result = recpo_trainer.train(tmp_path / "run")
     assert [h["step"] for h in result.history] == [0, 3, 5]
+
+
+@pytest.mark.parametrize("top_layers", [None, 1])
+def test_the_item_cache_reruns_every_layer_that_has_adapters(tiny_cache, synthetic_data, top_layers) -> None:
+    recommender = tiny_recommender(
+        tiny_cache, reasoning=False, lora=LoraSettings(rank=8, alpha=16, top_layers=top_layers)
+    )
+    cache = FrozenLayerCache(recommender, recommender.item_prompt_ids(synthetic_data.items.head(4)))
+    with torch.no_grad():
+        before = cache.last_hidden([0, 1, 2, 3])
+        perturb_lora(recommender)
+        after = cache.last_hidden([0, 1, 2, 3])
+    assert not torch.allclose(before, after, atol=1e-4)  # the cached (frozen) part never hides an adapter
 
 
 def test_train_config_rejects_inconsistent_values() -> None:
