@@ -1,12 +1,14 @@
-"""What centring (subtracting the mean item vector) does to R²ec scores, zero-shot and after training.
+"""What centring (subtracting mean vectors) does to R²ec scores, zero-shot and after training.
 
 Run: ``.venv/bin/python -m benchmarks.centring [--n-test 2000] [--runs var/bench/quality]``
 (after ``benchmarks.quality train``; writes benchmarks/results/centring.{json,md}).
 
-Users ("w/o reasoning" prompts) and items are encoded once per model; the same raw vectors are then scored with
-and without centring, on the quality benchmark's seeded test subset and the cold-start slice. Also reported:
-how parallel the raw vectors are (mean cosine between items, and between users and items) and the spread of
-a user's scores over the catalogue at the model's tau.
+Users ("w/o reasoning" prompts) and items are encoded once per model; the same raw vectors are then scored
+three ways: uncentred, both sides centred by the mean item vector, and each side by its own mean (users by the
+mean of a seeded sample of training users), on the quality benchmark's seeded
+test subset and the cold-start slice. Also reported: how parallel the vectors are (mean cosine between items,
+and between users and items), the spread of a user's scores over the catalogue at the model's tau, and how
+alike the users' lists are (share of users whose top 10 holds the catalogue's most recommended item).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchmarks.quality import DATASET, RESULTS, device_name, load_data
@@ -27,10 +30,18 @@ from r2ec.modeling.scoring import cosine_scores, project
 from services.jobs.train import model_config
 from services.settings import load_settings
 
+USER_MEAN_SAMPLES = 256  # seeded training users whose mean vector centres users in the "own means" variant
+
 
 def mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean cosine over all pairs of a row of ``a`` and a row of ``b``."""
     return float((project(a, None) @ project(b, None).T).mean())
+
+
+def top10_concentration(scores: torch.Tensor) -> float:
+    """Share of users whose top 10 holds the item that appears in the most users' top 10."""
+    top = scores.topk(10, dim=1).indices
+    return float(torch.bincount(top.flatten()).max()) / len(scores)
 
 
 def main() -> None:
@@ -43,6 +54,8 @@ def main() -> None:
     runs = args.runs or settings.root / "bench" / "quality"
     data = load_data(settings)
     subset, overall = evaluation_subset(data.test, args.n_test, settings.seed)
+    rows_for_mean = np.random.default_rng(settings.seed).choice(len(data.train), USER_MEAN_SAMPLES, replace=False)
+    mean_users = data.train.take(np.sort(rows_for_mean))
     cache = settings.root / "cache"
     models = {
         "r2ec-zero-shot": lambda: R2ecRecommender.create(
@@ -56,43 +69,49 @@ def main() -> None:
         recommender = build()
         items = recommender.raw_vectors(recommender.item_prompt_ids(data.items), batch_size=64)
         users = recommender.raw_vectors(recommender.user_prompt_ids(subset, data.items), batch_size=64)
-        mean = items.mean(dim=0)
+        item_mean = items.mean(dim=0)
+        user_mean = recommender.raw_vectors(recommender.user_prompt_ids(mean_users, data.items)).mean(dim=0)
+        none = torch.zeros_like(item_mean)
         target, history = torch.from_numpy(subset.target), torch.from_numpy(subset.history)
-        for centred in (False, True):
-            centre = mean if centred else None
-            shift = mean if centred else torch.zeros_like(mean)
-            scores = cosine_scores(project(users, centre), project(items, centre), recommender.config.tau)
+        centrings = {"none": (none, none), "item mean": (item_mean, item_mean), "own means": (user_mean, item_mean)}
+        for centring, (user_shift, item_shift) in centrings.items():
+            centred_users, centred_items = users - user_shift, items - item_shift
+            scores = cosine_scores(project(centred_users, None), project(centred_items, None), recommender.config.tau)
             ranks = target_ranks(scores, target, history).numpy()
             rows.append(
                 {
                     "model": name,
-                    "centred": centred,
+                    "centring": centring,
                     "test": {**ranking_metrics(ranks[overall]), "n": int(overall.sum())},
                     "test_cold": {**ranking_metrics(ranks[subset.cold]), "n": int(subset.cold.sum())},
-                    "item_item_cosine": mean_cosine(items - shift, items - shift),
-                    "user_item_cosine": mean_cosine(users - shift, items - shift),
+                    "item_item_cosine": mean_cosine(centred_items, centred_items),
+                    "user_item_cosine": mean_cosine(centred_users, centred_items),
                     "score_spread": float(scores.std(dim=1).mean()),
+                    "top10_concentration": top10_concentration(scores),
                     "wall_s": round(time.perf_counter() - started, 1),
                     "device": device_name(),
                 }
             )
             r = rows[-1]
-            print(f"{name} centred={centred}: NDCG@10 {r['test']['ndcg@10']:.4f} cold {r['test_cold']['ndcg@10']:.4f}")
+            print(
+                f"{name} centring={centring}: NDCG@10 {r['test']['ndcg@10']:.4f} cold {r['test_cold']['ndcg@10']:.4f}"
+            )
     command = f".venv/bin/python -m benchmarks.centring --n-test {args.n_test}"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "centring.json").write_text(json.dumps({"command": command, "results": rows}, indent=2) + "\n")
     lines = [
         "# Centring the vectors (ML-100k test subset)\n",
         f"Command: `{command}`; {args.n_test} seeded test samples + the cold-start slice; same raw vectors scored "
-        "both ways. `contrastive` was trained with centring.\n",
-        "| model | centred | NDCG@10 | HR@10 | cold NDCG@10 | mean item-item cos | mean user-item cos | score spread |",
-        "|---|---|---|---|---|---|---|---|",
+        "three ways. `contrastive` is the quality benchmark's checkpoint.\n",
+        "| model | centring | NDCG@10 | HR@10 | cold NDCG@10 | mean item-item cos | mean user-item cos | score spread "
+        "| users sharing the top item |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['centred']} | {r['test']['ndcg@10']:.4f} | {r['test']['hr@10']:.4f} | "
+            f"| {r['model']} | {r['centring']} | {r['test']['ndcg@10']:.4f} | {r['test']['hr@10']:.4f} | "
             f"{r['test_cold']['ndcg@10']:.4f} | {r['item_item_cosine']:.3f} | {r['user_item_cosine']:.3f} | "
-            f"{r['score_spread']:.2f} |"
+            f"{r['score_spread']:.2f} | {r['top10_concentration']:.2f} |"
         )
     (RESULTS / "centring.md").write_text("\n".join(lines) + "\n")
 

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from r2ec.data.movielens import DatasetUnavailable
@@ -68,6 +69,9 @@ class Recipe:
     tau: float = 0.02
     contrastive_lr: float = 3e-4
     patience: int = 4
+    eval_samples: int = 200  # validation users of the contrastive run
+    sampling_correction: bool = True  # logQ correction of the sampled item softmax
+    popularity_negatives: bool = True  # else uniform
 
 
 def contrastive_config(recipe: Recipe) -> TrainConfig:
@@ -78,8 +82,10 @@ def contrastive_config(recipe: Recipe) -> TrainConfig:
         batch_size=16,
         learning_rate=recipe.contrastive_lr,
         eval_every=15,
-        eval_samples=200,
+        eval_samples=recipe.eval_samples,
         patience=recipe.patience,
+        sampling_correction=recipe.sampling_correction,
+        popularity_negatives=recipe.popularity_negatives,
     )
 
 
@@ -95,6 +101,8 @@ def recpo_config(recipe: Recipe) -> TrainConfig:
         eval_every=30,
         eval_samples=150,
         patience=2,
+        sampling_correction=recipe.sampling_correction,
+        popularity_negatives=recipe.popularity_negatives,
     )
 
 
@@ -214,13 +222,18 @@ def write_results(name: str, rows: list[dict]) -> None:
 
 
 def plot_curves(runs: list[Path], out: Path) -> None:
-    """Validation NDCG@10 against training samples of each run's modes (one line per run and mode)."""
+    """Per run and mode, against training samples: validation NDCG@10, and the item loss over its chance level.
+
+    The second panel tells a failed run from a slow one (method.md §7): a run that learns drives the item loss
+    below its chance level (the loss of equal, user-blind scores; ln(#candidates) without the logQ correction);
+    one that does not stays at or above it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4))
+    figure, (valid_axes, loss_axes) = plt.subplots(1, 2, figsize=(12, 4.5))
     for run in runs:
         budgets = json.loads((run / BUDGETS).read_text())
         for model, folder in CHECKPOINTS.items():
@@ -228,13 +241,21 @@ def plot_curves(runs: list[Path], out: Path) -> None:
                 continue
             records = [json.loads(line) for line in (run / folder / "metrics.jsonl").read_text().splitlines()]
             batch = budgets[model]["train_config"]["batch_size"]
-            points = [(r["step"] * batch, r["valid_ndcg@10"]) for r in records if "valid_ndcg@10" in r]
             label = f"{model} ({budgets[model]['train_device'].split(':')[0]}, {run.name})"
-            axes.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
-    axes.set_xlabel("training samples (users) seen by this mode")
-    axes.set_ylabel("validation NDCG@10 (seeded subset)")
-    axes.set_title("R²ec on ML-100k: validation during training")
-    axes.legend(fontsize=7)
+            points = [(r["step"] * batch, r["valid_ndcg@10"]) for r in records if "valid_ndcg@10" in r]
+            valid_axes.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
+            steps = [r for r in records if "item_loss" in r and "chance_loss" in r]
+            if len(steps) >= 15:
+                excess = np.convolve([r["item_loss"] - r["chance_loss"] for r in steps], np.ones(15) / 15, "valid")
+                loss_axes.plot([r["step"] * batch for r in steps[14:]], excess, label=label)
+    valid_axes.set_xlabel("training samples (users) seen by this mode")
+    valid_axes.set_ylabel("validation NDCG@10 (seeded subset)")
+    valid_axes.set_title("R²ec on ML-100k: validation during training")
+    valid_axes.legend(fontsize=6)
+    loss_axes.axhline(0, color="grey", linewidth=0.8)
+    loss_axes.set_xlabel("training samples (users) seen by this mode")
+    loss_axes.set_ylabel("item loss - chance loss, 15-step mean")
+    loss_axes.set_title("below 0 = learning; at or above 0 = not")
     figure.tight_layout()
     figure.savefig(out, dpi=120)
 
@@ -246,10 +267,11 @@ def main() -> None:
     train_phase = phases.add_parser("train")
     train_phase.add_argument("--modes", default="contrastive,recpo", help="recpo alone reuses the contrastive run")
     for field_ in fields(Recipe):
-        flag = "--" + field_.name.replace("_", "-")
-        train_phase.add_argument(
-            flag, type=type(field_.default), default=field_.default, help=f"(default {field_.default})"
-        )
+        flag, default = "--" + field_.name.replace("_", "-"), field_.default
+        if isinstance(default, bool):
+            train_phase.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            train_phase.add_argument(flag, type=type(default), default=default, help=f"(default {default})")
     evaluate_phase = phases.add_parser("evaluate")
     evaluate_phase.add_argument("--n-test", type=int, default=2000)
     evaluate_phase.add_argument("--models", default=",".join(MODELS))

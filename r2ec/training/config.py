@@ -32,6 +32,10 @@ class TrainConfig:
         n_negatives: items drawn as extra candidates beyond the batch's targets (which are re-encoded with
             grad); re-encoded without grad. More negatives than the batch avoid the collapse of method.md §7.
         popularity_negatives: draw negatives by training popularity (else uniformly).
+        sampling_correction: subtract from each candidate's logit the log of its expected count among the
+            candidates (logQ correction, Yi et al. 2019). Targets and popularity-drawn negatives over-represent
+            popular items; uncorrected, the sampled softmax learns to demote them, although the full-catalogue
+            ranking at inference should not.
 
     Parameters of evaluation:
         eval_every: steps between validations (and full item-table refreshes).
@@ -61,6 +65,7 @@ class TrainConfig:
 
     n_negatives: int = 64
     popularity_negatives: bool = True
+    sampling_correction: bool = True
 
     eval_every: int = 25
     eval_samples: int = 300

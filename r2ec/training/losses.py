@@ -6,6 +6,7 @@ loss keeps the (N, T) shape of the completion mask and multiplies row i by ``A_i
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -48,8 +49,9 @@ def item_softmax_loss(
     weights: torch.Tensor,
     tau: float,
     candidate_mask: torch.Tensor | None = None,
+    log_q: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``-w_i log softmax_c(cos(u_i, v_c) / tau)[label_i]``, averaged over rows.
+    """``-w_i log softmax_c(cos(u_i, v_c) / tau - log_q_c)[label_i]``, averaged over rows.
 
     Args:
         users: (N, d) unit user vectors (with grad).
@@ -57,8 +59,24 @@ def item_softmax_loss(
         labels: (N,) index of each row's target among the candidates.
         weights: (N,) advantage of each row (1 for plain contrastive learning).
         candidate_mask: (N, C) True where a candidate must not compete (the user's own history).
+        log_q: (C,) log of each candidate's sampling frequency; subtracting it makes the sampled softmax an
+            unbiased stand-in for the softmax over the whole catalogue.
     """
     logits = users.float() @ candidates.float().T / tau
+    if log_q is not None:
+        logits = logits - log_q.float()
     if candidate_mask is not None:
         logits = logits.masked_fill(candidate_mask, -torch.inf)
     return (weights.float() * F.cross_entropy(logits, labels, reduction="none")).mean()
+
+
+def sampling_log_q(
+    target_probs: np.ndarray, negative_probs: np.ndarray, batch_size: int, n_negatives: int
+) -> torch.Tensor:
+    """(n_items,) log of each item's expected count among one step's candidates (the ``log_q`` above).
+
+    A step's candidates are ``batch_size`` targets drawn from the training distribution ``target_probs`` and
+    ``n_negatives`` negatives drawn from ``negative_probs``.
+    """
+    expected = batch_size * np.asarray(target_probs) + n_negatives * np.asarray(negative_probs)
+    return torch.from_numpy(np.log(expected)).float()

@@ -8,7 +8,6 @@ whole item table only run the LoRA layers.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,7 @@ from r2ec.modeling.vectors import (
 )
 from r2ec.training.config import TrainConfig
 from r2ec.training.logging import MetricsLogger
-from r2ec.training.losses import item_softmax_loss, policy_token_loss, token_logprobs
+from r2ec.training.losses import item_softmax_loss, policy_token_loss, sampling_log_q, token_logprobs
 from r2ec.training.rewards import fused_reward, group_advantages, rank_reward, similarity_reward
 
 BEST_DIR = "best"
@@ -99,13 +98,15 @@ class Candidates:
 
     ``vectors`` (C, d) unit vectors of the batch's targets (with grad) then sampled negatives; ``labels`` (B,)
     each user's target among them; ``history_mask`` (B, C) True where a candidate is in the user's history;
-    ``centre`` the centring vector they were projected with (users must use the same).
+    ``centre`` the centring vector they were projected with (users must use the same); ``log_q`` (C,) the
+    sampling correction subtracted from each candidate's logit (None: uncorrected).
     """
 
     vectors: torch.Tensor
     labels: torch.Tensor
     history_mask: torch.Tensor
     centre: torch.Tensor | None
+    log_q: torch.Tensor | None
 
 
 @dataclass
@@ -142,7 +143,14 @@ class R2ecTrainer:
         model = recommender.model
         self.item_cache = item_cache or FrozenLayerCache(recommender, recommender.item_prompt_ids(data.items))
         popularity = np.bincount(data.train.target, minlength=data.n_items).astype(np.float64) + 1.0
-        self.negative_probs = popularity / popularity.sum() if config.popularity_negatives else None
+        target_probs = popularity / popularity.sum()
+        self.negative_probs = target_probs if config.popularity_negatives else None
+        self.log_q = None
+        if config.sampling_correction:
+            uniform = np.full(data.n_items, 1.0 / data.n_items)
+            negative_probs = uniform if self.negative_probs is None else self.negative_probs
+            n_negatives = min(config.n_negatives, data.n_items)
+            self.log_q = sampling_log_q(target_probs, negative_probs, config.batch_size, n_negatives)
         n_valid = min(config.eval_samples, len(data.valid))
         self.valid = data.valid.take(np.sort(self.rng.choice(len(data.valid), n_valid, replace=False)))
         self.valid_cache = self.user_cache(self.valid)
@@ -211,7 +219,8 @@ class R2ecTrainer:
         labels = torch.from_numpy(np.searchsorted(targets, batch.target))
         in_history = (batch.history[:, :, None] == ids[None, None, :]).any(axis=1)
         in_history[np.arange(len(batch)), labels.numpy()] = False
-        return Candidates(vectors, labels.to(device), torch.from_numpy(in_history).to(device), centre)
+        log_q = None if self.log_q is None else self.log_q[torch.from_numpy(ids)].to(device)
+        return Candidates(vectors, labels.to(device), torch.from_numpy(in_history).to(device), centre, log_q)
 
     # RecPO ------------------------------------------------------------------------------------------
 
@@ -277,6 +286,7 @@ class R2ecTrainer:
             advantages[best],
             self.recommender.config.tau,
             candidates.history_mask[per_user],
+            candidates.log_q,
         )
         self.budget["rollouts"] += len(rollouts.rationales)
         self.budget["reasoning_tokens"] += int(completion.sum())
@@ -303,14 +313,22 @@ class R2ecTrainer:
         users = project(raw, candidates.centre)
         weights = torch.ones(len(batch), device=device)
         tau = self.recommender.config.tau
-        loss = item_softmax_loss(users, candidates.vectors, candidates.labels, weights, tau, candidates.history_mask)
+        loss = item_softmax_loss(
+            users, candidates.vectors, candidates.labels, weights, tau, candidates.history_mask, candidates.log_q
+        )
         with torch.no_grad():
             spread = cosine_scores(users.cpu(), self.recommender.item_table, tau).std(dim=1).mean()
-        return loss, {
-            "item_loss": loss.item(),
-            "chance_loss": math.log(candidates.vectors.shape[0]),
-            "score_spread": float(spread),
-        }
+            # the loss of scores that ignore the user (all equal): what a run that learns nothing converges to
+            chance = item_softmax_loss(
+                torch.zeros_like(users),
+                candidates.vectors,
+                candidates.labels,
+                weights,
+                tau,
+                candidates.history_mask,
+                candidates.log_q,
+            )
+        return loss, {"item_loss": loss.item(), "chance_loss": chance.item(), "score_spread": float(spread)}
 
     # loop -------------------------------------------------------------------------------------------
 

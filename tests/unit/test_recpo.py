@@ -15,7 +15,7 @@ from r2ec.modeling.backbone import LoraSettings
 from r2ec.modeling.scoring import project
 from r2ec.training.config import TrainConfig
 from r2ec.training.logging import JsonlLogger
-from r2ec.training.losses import item_softmax_loss, policy_token_loss
+from r2ec.training.losses import item_softmax_loss, policy_token_loss, sampling_log_q
 from r2ec.training.rewards import fused_reward, group_advantages, rank_reward, similarity_reward
 from r2ec.training.trainer import FrozenLayerCache, R2ecTrainer
 from tests.unit.model_helpers import perturb_lora, tiny_recommender
@@ -75,6 +75,47 @@ def test_item_loss_is_weighted_and_respects_the_history_mask() -> None:
     masked = torch.tensor([[False, False, True], [False, False, True]])
     assert item_softmax_loss(users, candidates, labels, torch.ones(2), 1.0, masked) < loss
     assert item_softmax_loss(users, candidates, labels, torch.zeros(2), 1.0) == 0
+
+
+def _learned_item_scores(correct: bool, steps: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """Item scores learnt by the sampled item loss when users carry no signal: only popularity can be learnt.
+
+    Targets and negatives are drawn by popularity, as in the trainer. Returns (scores, popularity).
+    """
+    rng = np.random.default_rng(0)
+    n_items, batch, n_neg = 200, 16, 32
+    popularity = 1.0 / np.arange(1, n_items + 1)  # Zipf
+    popularity /= popularity.sum()
+    log_q = sampling_log_q(popularity, popularity, batch, n_neg)
+    items = torch.zeros(n_items, 2, requires_grad=True)  # score of item c = its first coordinate
+    optimizer = torch.optim.Adam([items], lr=0.05)
+    user = torch.tensor([[1.0, 0.0]]).expand(batch, 2)
+    for _ in range(steps):
+        targets = rng.choice(n_items, batch, p=popularity)
+        ids = np.unique(np.concatenate([targets, rng.choice(n_items, n_neg, p=popularity)]))
+        labels = torch.from_numpy(np.searchsorted(ids, targets))
+        index = torch.from_numpy(ids)
+        loss = item_softmax_loss(
+            user, items[index], labels, torch.ones(batch), 1.0, None, log_q[index] if correct else None
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return items[:, 0].detach().numpy(), popularity
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(np.argsort(np.argsort(a)), np.argsort(np.argsort(b)))[0, 1])
+
+
+def test_sampling_correction_lets_the_item_loss_learn_popularity() -> None:
+    """Popularity-drawn candidates teach an uncorrected sampled softmax to forget popularity; logQ restores it."""
+    corrected, popularity = _learned_item_scores(correct=True)
+    uncorrected, _ = _learned_item_scores(correct=False)
+    assert _spearman(corrected, popularity) > 0.6
+    assert _spearman(corrected, popularity) > _spearman(uncorrected, popularity) + 0.3
+    top = np.argsort(-popularity)[:10]
+    assert np.isin(np.argsort(-corrected)[:10], top).sum() >= 7
 
 
 @pytest.fixture
