@@ -96,7 +96,8 @@ def main() -> None:
             print(
                 f"{name} centring={centring}: NDCG@10 {r['test']['ndcg@10']:.4f} cold {r['test_cold']['ndcg@10']:.4f}"
             )
-    command = f".venv/bin/python -m benchmarks.centring --n-test {args.n_test}"
+    runs_flag = f" --runs {args.runs}" if args.runs else ""
+    command = f".venv/bin/python -m benchmarks.centring --n-test {args.n_test}{runs_flag}"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "centring.json").write_text(json.dumps({"command": command, "results": rows}, indent=2) + "\n")
     lines = [

@@ -243,11 +243,11 @@ def plot_curves(runs: list[Path], out: Path) -> None:
             batch = budgets[model]["train_config"]["batch_size"]
             label = f"{model} ({budgets[model]['train_device'].split(':')[0]}, {run.name})"
             points = [(r["step"] * batch, r["valid_ndcg@10"]) for r in records if "valid_ndcg@10" in r]
-            valid_axes.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
+            (line,) = valid_axes.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
             steps = [r for r in records if "item_loss" in r and "chance_loss" in r]
             if len(steps) >= 15:
                 excess = np.convolve([r["item_loss"] - r["chance_loss"] for r in steps], np.ones(15) / 15, "valid")
-                loss_axes.plot([r["step"] * batch for r in steps[14:]], excess, label=label)
+                loss_axes.plot([r["step"] * batch for r in steps[14:]], excess, color=line.get_color(), label=label)
     valid_axes.set_xlabel("training samples (users) seen by this mode")
     valid_axes.set_ylabel("validation NDCG@10 (seeded subset)")
     valid_axes.set_title("R²ec on ML-100k: validation during training")
