@@ -59,8 +59,8 @@ def item_softmax_loss(
         labels: (N,) index of each row's target among the candidates.
         weights: (N,) advantage of each row (1 for plain contrastive learning).
         candidate_mask: (N, C) True where a candidate must not compete (the user's own history).
-        log_q: (C,) log of each candidate's sampling frequency; subtracting it makes the sampled softmax an
-            unbiased stand-in for the softmax over the whole catalogue.
+        log_q: (C,) log of each candidate's expected count among the candidates; subtracting it makes the
+            sampled softmax approximate the softmax over the whole catalogue instead of a popularity-tilted one.
     """
     logits = users.float() @ candidates.float().T / tau
     if log_q is not None:
