@@ -68,8 +68,12 @@ class Recipe:
     top_layers: int = 4  # LoRA on the top k layers; 0 = all
     tau: float = 0.02
     contrastive_lr: float = 3e-4
+    batch_size: int = 16  # users per contrastive step
+    warmup_steps: int = 0  # linear learning-rate warm-up of the contrastive run
+    eval_every: int = 15  # contrastive steps between validations
     patience: int = 4
     eval_samples: int = 200  # validation users of the contrastive run
+    recpo_batch_size: int = 4  # users per RecPO step (each with 4 rollouts)
     sampling_correction: bool = True  # logQ correction of the sampled item softmax
     popularity_negatives: bool = True  # else uniform
 
@@ -79,9 +83,10 @@ def contrastive_config(recipe: Recipe) -> TrainConfig:
         mode="contrastive",
         max_steps=100_000,
         max_minutes=recipe.contrastive_minutes,
-        batch_size=16,
+        batch_size=recipe.batch_size,
         learning_rate=recipe.contrastive_lr,
-        eval_every=15,
+        warmup_steps=recipe.warmup_steps,
+        eval_every=recipe.eval_every,
         eval_samples=recipe.eval_samples,
         patience=recipe.patience,
         sampling_correction=recipe.sampling_correction,
@@ -94,7 +99,7 @@ def recpo_config(recipe: Recipe) -> TrainConfig:
         mode="recpo",
         max_steps=100_000,
         max_minutes=recipe.recpo_minutes,
-        batch_size=4,
+        batch_size=recipe.recpo_batch_size,
         group_size=4,
         learning_rate=1e-4,
         max_new_tokens=32,
@@ -284,6 +289,7 @@ def main() -> None:
         plot_curves(args.run_dirs, args.out)
         return
     settings = load_settings(progress=True)
+    torch.set_float32_matmul_precision("high")  # TF32 matmuls on a GPU (fp32 runs); no effect on a CPU
     runs = args.runs or settings.root / "bench" / "quality"
     torch.manual_seed(settings.seed)
     if args.phase == "train":

@@ -72,6 +72,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         batch_size=args.batch_size,
         learning_rate=args.lr,
+        warmup_steps=args.warmup_steps,
         group_size=args.group_size,
         max_new_tokens=args.max_new_tokens,
         eval_every=args.eval_every,
@@ -225,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-minutes", type=float)
     tr.add_argument("--batch-size", type=int, default=16)
     tr.add_argument("--lr", type=float, default=3e-4)
+    tr.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up")
     tr.add_argument("--group-size", type=int, default=4)
     tr.add_argument("--max-new-tokens", type=int, default=32)
     tr.add_argument("--history-items", type=int, default=10)

@@ -7,6 +7,9 @@ the GGUF takes ~15-45 s, so it is done once into a plain model folder under the 
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,33 +61,50 @@ def _gguf_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def _publish(target: Path, write: Callable[[Path], object]) -> Path:
+    """Write a cache folder into a private temporary folder, then rename it into place.
+
+    Concurrent workers (parallel training runs, Airflow tasks) may convert at the same time: each writes its
+    own folder and the first rename wins; the others discard theirs and use the winner's.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        write(tmp)
+        tmp.rename(target)
+    except OSError:
+        if not target.exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def materialize_embedded_backbone(cache_dir: Path) -> Path:
     """Convert the packaged GGUF once into ``cache_dir/smollm2-135m-instruct`` and return that folder."""
     target = cache_dir / EMBEDDED_BACKBONE
     if (target / "config.json").exists():
         return target
-    source = _gguf_dir()
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=_GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=_GGUF_FILE, dtype=torch.float32)
-    model.hf_quantizer = None  # dequantized already: save as a normal model
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tmp = target.with_name(target.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(target)
-    return target
+
+    def write(folder: Path) -> None:
+        source = _gguf_dir()
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=_GGUF_FILE)
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=_GGUF_FILE, dtype=torch.float32)
+        model.hf_quantizer = None  # dequantized already: save as a normal model
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    return _publish(target, write)
 
 
 def materialize_embedded_tokenizer(cache_dir: Path) -> Path:
     """Only the tokenizer of the embedded backbone (~9 s instead of ~40 s): what tiny test models need."""
     target = cache_dir / f"{EMBEDDED_BACKBONE}-tokenizer"
-    if not (target / "tokenizer_config.json").exists():
-        tokenizer = AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=_GGUF_FILE)
-        tmp = target.with_name(target.name + ".tmp")
-        tokenizer.save_pretrained(tmp)
-        tmp.rename(target)
-    return target
+    if (target / "tokenizer_config.json").exists():
+        return target
+    return _publish(target, AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=_GGUF_FILE).save_pretrained)
 
 
 def resolve_backbone(source: str, cache_dir: Path) -> str:

@@ -19,6 +19,8 @@ class TrainConfig:
         batch_size: users per optimizer step (paper 12-24).
         learning_rate, weight_decay, max_grad_norm: AdamW and gradient clipping (paper: lr 1e-5, clip 1.0;
             a 135M model with top-layer LoRA learns faster with a larger lr).
+        warmup_steps: the learning rate rises linearly from 0 over these steps, then stays constant (runs stop
+            on a time budget, so there is no known end to decay towards).
 
     Parameters of RecPO (method.md §3):
         group_size: rollouts per user (G).
@@ -52,6 +54,7 @@ class TrainConfig:
     learning_rate: float = 3e-4
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    warmup_steps: int = 0
 
     group_size: int = 4
     temperature: float = 1.5
@@ -82,5 +85,7 @@ class TrainConfig:
             raise ValueError("item_loss_top must be between 1 and group_size")
         if not 0 <= self.beta <= 1:
             raise ValueError("beta must be in [0, 1]")
+        if self.warmup_steps < 0:
+            raise ValueError("warmup_steps must be >= 0")
         if self.max_steps < 1 or self.eval_every < 1 or self.patience < 1:
             raise ValueError("max_steps, eval_every and patience must be >= 1")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import get_constant_schedule_with_warmup
 
 from r2ec.data.samples import PreparedData, Samples
 from r2ec.evaluation.evaluator import sample_ranks
@@ -156,6 +157,7 @@ class R2ecTrainer:
         self.valid_cache = self.user_cache(self.valid)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.scheduler = get_constant_schedule_with_warmup(self.optimizer, config.warmup_steps)
         self.rollout_settings = GenerationSettings(
             max_new_tokens=config.max_new_tokens,
             do_sample=True,
@@ -396,11 +398,18 @@ class R2ecTrainer:
                 if skipped > 10 + self.budget["steps"] // 10:
                     raise FloatingPointError(f"training diverged: {skipped} steps with a non-finite gradient")
                 continue
+            lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
             self.optimizer.step()
+            self.scheduler.step()
             self.budget["steps"] += 1
             self.budget["samples"] += len(batch)
             step = self.budget["steps"]
-            stats.update(loss=loss.item(), grad_norm=float(grad_norm), step_s=time.perf_counter() - step_started)
+            stats.update(
+                loss=loss.item(),
+                grad_norm=float(grad_norm),
+                lr=lr,
+                step_s=time.perf_counter() - step_started,
+            )
             if self.logger:
                 self.logger.log_metrics(stats, step=step)
             bar.update(1)

@@ -127,3 +127,24 @@ def test_config_rejects_inconsistent_values() -> None:
         R2ecConfig(tau=0)
     with pytest.raises(ValueError, match="dtype"):
         R2ecConfig(dtype="float16")
+
+
+def test_concurrent_cache_writers_all_get_the_folder(tmp_path) -> None:
+    """Two workers converting the backbone at once: both succeed, one folder remains, no temp folder is left."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from r2ec.modeling.backbone import _publish
+
+    both_written = Barrier(2)
+
+    def write(folder) -> None:
+        (folder / "config.json").write_text(folder.name)
+        both_written.wait(timeout=10)  # neither renames before both have written: a real race
+
+    target = tmp_path / "backbone"
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: _publish(target, write), range(2)))
+    assert results == [target, target]
+    assert (target / "config.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["backbone"]

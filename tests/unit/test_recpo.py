@@ -155,7 +155,7 @@ def test_recpo_steps_log_losses_and_move_every_adapter(recpo_trainer: R2ecTraine
     model = recpo_trainer.recommender.model
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     recpo_trainer.logger = JsonlLogger(tmp_path / "metrics.jsonl")
-    recpo_trainer.config = TrainConfig(**{**recpo_trainer.config.__dict__, "max_steps": 3, "eval_every": 3})
+    recpo_trainer.config = replace(recpo_trainer.config, max_steps=3, eval_every=3)
     result = recpo_trainer.train(tmp_path / "run")
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "token_loss" in r]
@@ -165,6 +165,15 @@ def test_recpo_steps_log_losses_and_move_every_adapter(recpo_trainer: R2ecTraine
     moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
     assert sorted(moved) == sorted(before)
     assert (result.best_dir / "r2ec.json").exists()
+
+
+def test_the_learning_rate_warms_up_linearly(tiny_cache, synthetic_data, tmp_path: Path) -> None:
+    config = TrainConfig(mode="contrastive", batch_size=4, n_negatives=8, eval_samples=8, max_steps=4, eval_every=4)
+    trainer = R2ecTrainer(tiny_recommender(tiny_cache, reasoning=False), synthetic_data, replace(config, warmup_steps=2))
+    trainer.logger = JsonlLogger(tmp_path / "metrics.jsonl")
+    trainer.train(tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] / config.learning_rate for r in records if "lr" in r] == pytest.approx([0.0, 0.5, 1.0, 1.0])
 
 
 def test_a_run_is_validated_when_its_budget_ends_between_validations(
