@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-TEMPLATE_VERSION = "t1"
+TEMPLATE_VERSION = "t2"  # t2: a "Number of ratings" line where the catalogue has a count
 ANSWER = "<answer>"
 SYSTEM = "You are a recommender."
 _CONTROL = dict.fromkeys(c for c in range(32) if c not in (9, 10))
@@ -105,7 +105,13 @@ def item_turn(item: pd.Series, settings: PromptSettings) -> str:
         f"Summarize key attributes of the following {domain.item_singular} inside {ANSWER} and </answer>.",
         f"Title: {clean_text(item.get('title'), settings.max_title_chars)}",
     ]
-    for field, label in (("genres", "Genres"), ("year", "Year"), ("average_rating", "Average rating")):
+    fields = (
+        ("genres", "Genres"),
+        ("year", "Year"),
+        ("average_rating", "Average rating"),
+        ("rating_count", "Number of ratings"),
+    )
+    for field, label in fields:
         value = clean_text(item.get(field), settings.max_title_chars)
         if value:
             lines.append(f"{label}: {value}")

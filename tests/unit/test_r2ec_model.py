@@ -105,7 +105,8 @@ def test_prompt_text_is_cleaned_and_time_is_formatted() -> None:
     assert format_elapsed(720) == "12.0min"
     turn = item_turn({"title": "Heat", "genres": "Crime", "year": 1995}, PromptSettings())
     assert "Title: Heat" in turn and "Genres: Crime" in turn and "Year: 1995" in turn
-    assert "Description" not in turn
+    assert "Description" not in turn and "Number of ratings" not in turn
+    assert "Number of ratings: 412" in item_turn({"title": "Heat", "rating_count": 412}, PromptSettings())
 
 
 def test_prompt_budget_drops_oldest_history_lines(tiny_cache, synthetic_data) -> None:

@@ -169,7 +169,8 @@ def test_recpo_steps_log_losses_and_move_every_adapter(recpo_trainer: R2ecTraine
 
 def test_the_learning_rate_warms_up_linearly(tiny_cache, synthetic_data, tmp_path: Path) -> None:
     config = TrainConfig(mode="contrastive", batch_size=4, n_negatives=8, eval_samples=8, max_steps=4, eval_every=4)
-    trainer = R2ecTrainer(tiny_recommender(tiny_cache, reasoning=False), synthetic_data, replace(config, warmup_steps=2))
+    recommender = tiny_recommender(tiny_cache, reasoning=False)
+    trainer = R2ecTrainer(recommender, synthetic_data, replace(config, warmup_steps=2))
     trainer.logger = JsonlLogger(tmp_path / "metrics.jsonl")
     trainer.train(tmp_path / "run")
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
