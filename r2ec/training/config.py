@@ -31,8 +31,13 @@ class TrainConfig:
         item_loss_top: how many best rollouts per group also get the item loss.
 
     Parameters of the item loss:
-        n_negatives: items drawn as extra candidates beyond the batch's targets (which are re-encoded with
-            grad); re-encoded without grad. More negatives than the batch avoid the collapse of method.md §7.
+        n_negatives: items drawn as extra candidates beyond the batch's targets, re-encoded with the current
+            adapters. More negatives than the batch avoid the collapse of method.md §7.
+        negative_gradients: let the item loss push negatives away, not only pull targets in. Without it an item
+            that is seldom a target never moves down: a tiny model trained 200 steps on a popularity-only log
+            reached test NDCG@10 0.0214 without, 0.0414 with (from 0.0114), and could not overfit one batch
+            without it. Costs the backward of ``n_negatives`` short item prompts through the LoRA layers (~10%
+            of a real-model CPU step).
         popularity_negatives: draw negatives by training popularity (else uniformly).
         sampling_correction: subtract from each candidate's logit the log of its expected count among the
             candidates (logQ correction, Yi et al. 2019). Targets and popularity-drawn negatives over-represent
@@ -67,6 +72,7 @@ class TrainConfig:
     item_loss_top: int = 1
 
     n_negatives: int = 64
+    negative_gradients: bool = True
     popularity_negatives: bool = True
     sampling_correction: bool = True
 

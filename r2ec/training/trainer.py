@@ -97,7 +97,7 @@ class FrozenLayerCache:
 class Candidates:
     """The item side of one step's item loss.
 
-    ``vectors`` (C, d) unit vectors of the batch's targets (with grad) then sampled negatives; ``labels`` (B,)
+    ``vectors`` (C, d) unit vectors of the batch's targets then sampled negatives; ``labels`` (B,)
     each user's target among them; ``history_mask`` (B, C) True where a candidate is in the user's history;
     ``centre`` the centring vector they were projected with (users must use the same); ``log_q`` (C,) the
     sampling correction subtracted from each candidate's logit (None: uncorrected).
@@ -165,7 +165,7 @@ class R2ecTrainer:
             top_k=config.top_k,
             batch_size=recommender.config.generation.batch_size,
         )
-        self.refresh_raw: torch.Tensor | None = None  # (n_items, d) raw item vectors at the last refresh
+        self.item_table_fresh = False  # refit at the first step and at every validation
         self.budget = {
             "steps": 0,
             "skipped_steps": 0,
@@ -179,31 +179,19 @@ class R2ecTrainer:
 
     def refresh_item_table(self) -> None:
         """Rebuild every item vector with the current adapters and refit the centring vector."""
-        self.refresh_raw = self.item_cache.all_last_hidden()
-        self.recommender.set_item_table(self.data.items, self.refresh_raw, refit_mean=True)
-
-    def _drifted_centre(self, ids: np.ndarray, fresh: torch.Tensor) -> torch.Tensor | None:
-        """The centring vector under the current adapters (None when centring is off).
-
-        Every LoRA update moves all hidden states along a shared direction. With the centre fixed at the last
-        refresh, that drift soon dominates the centred vectors, every item looks alike and the item loss sits
-        at ln(C) until the next refresh. The refresh-time mean is therefore moved by the mean drift that the
-        step's freshly encoded candidates ``ids`` show since that refresh.
-        """
-        if not self.recommender.config.centre:
-            return None
-        drift = (fresh.detach().float().cpu() - self.refresh_raw[torch.from_numpy(ids)]).mean(dim=0)
-        return (self.recommender.item_mean + drift).to(fresh.device)
+        self.recommender.set_item_table(self.data.items, self.item_cache.all_last_hidden(), refit_mean=True)
+        self.item_table_fresh = True
 
     def _candidates(self, batch: Samples) -> Candidates:
-        """Candidate item vectors for the item loss: the batch's targets (with grad) + sampled negatives.
+        """Candidate item vectors for the item loss: the batch's targets and sampled negatives.
 
-        Negatives are re-encoded with the current adapters (no grad; only the LoRA layers run, from the
-        frozen-layer cache). Stale negatives from the item table would offer a shortcut: fresh vectors share
-        the adapters' latest drift, so a positive could beat stale negatives without learning preferences.
-        The fresh vectors also replace their rows of the item table, which RecPO's rewards rank against.
+        Every candidate is re-encoded with the current adapters (only the LoRA layers run, from the frozen-layer
+        cache): stale vectors from the item table would offer a shortcut, since fresh vectors share the adapters'
+        latest drift. Negatives carry gradient unless ``negative_gradients`` is off; without it only targets move,
+        and an item that is seldom a target is never pushed down (a popularity-only log is then not learnt). The
+        fresh vectors also replace their rows of the item table, which RecPO's rewards rank against.
         """
-        if self.refresh_raw is None:
+        if not self.item_table_fresh:
             self.refresh_item_table()
         device = self.recommender.device
         targets = np.unique(batch.target)
@@ -211,12 +199,12 @@ class R2ecTrainer:
         n_neg = min(self.config.n_negatives, len(pool))
         probs = None if self.negative_probs is None else self.negative_probs[pool] / self.negative_probs[pool].sum()
         negatives = np.sort(self.rng.choice(pool, n_neg, replace=False, p=probs))
-        with_grad = self.item_cache.last_hidden(targets.tolist())
-        with torch.no_grad():
-            without_grad = self.item_cache.last_hidden(negatives.tolist())
+        target_raw = self.item_cache.last_hidden(targets.tolist())
+        with torch.set_grad_enabled(self.config.negative_gradients):
+            negative_raw = self.item_cache.last_hidden(negatives.tolist())
         ids = np.concatenate([targets, negatives])
-        centre = self._drifted_centre(ids, torch.cat([with_grad.detach(), without_grad]))
-        vectors = torch.cat([project(with_grad, centre), project(without_grad, centre)])
+        centre = self.recommender.item_mean.to(device) if self.recommender.config.centre else None
+        vectors = project(torch.cat([target_raw, negative_raw]), centre)
         self.recommender.item_table[torch.from_numpy(ids)] = vectors.detach().cpu()
         labels = torch.from_numpy(np.searchsorted(targets, batch.target))
         in_history = (batch.history[:, :, None] == ids[None, None, :]).any(axis=1)
