@@ -32,6 +32,17 @@ def measured_ndcg(trainer: R2ecTrainer, data: PreparedData, cache: FrozenLayerCa
     return ranking_metrics(trainer.sample_ranks(data.test, cache))["ndcg@10"]
 
 
+def train_on(data: PreparedData, config: TrainConfig, cache: Path, out: Path) -> tuple[float, float, dict]:
+    """Test NDCG@10 of the tiny learning model before and after training (the adapter picked on validation)."""
+    recommender = tiny_recommender(cache, reasoning=config.mode == "recpo", **LEARNING_MODEL)
+    trainer = R2ecTrainer(recommender, data, config)
+    test_users = trainer.user_cache(data.test)
+    zero_shot = measured_ndcg(trainer, data, test_users)
+    result = trainer.train(out)
+    recommender.load_adapter_weights(result.best_dir)
+    return zero_shot, measured_ndcg(trainer, data, test_users), result.budget
+
+
 def popularity_ndcg(data: PreparedData) -> float:
     popularity = Popularity()
     popularity.fit(data)
@@ -53,16 +64,8 @@ def test_training_beats_zero_shot_and_popularity_on_planted_preferences(
     mode: str, config: TrainConfig, tiny_cache: Path, synthetic_data: PreparedData, tmp_path: Path
 ) -> None:
     config = replace(config, eval_every=config.max_steps // 4, eval_samples=300)
-    recommender = tiny_recommender(tiny_cache, reasoning=mode == "recpo", **LEARNING_MODEL)
-    trainer = R2ecTrainer(recommender, synthetic_data, config)
-    test_users = trainer.user_cache(synthetic_data.test)
-    zero_shot = measured_ndcg(trainer, synthetic_data, test_users)
-
-    result = trainer.train(tmp_path)
-    recommender.load_adapter_weights(result.best_dir)
-    trained = measured_ndcg(trainer, synthetic_data, test_users)
-
-    print(f"{mode}: test NDCG@10 zero-shot {zero_shot:.4f} -> trained {trained:.4f}; budget {result.budget}")
+    zero_shot, trained, budget = train_on(synthetic_data, config, tiny_cache, tmp_path)
+    print(f"{mode}: test NDCG@10 zero-shot {zero_shot:.4f} -> trained {trained:.4f}; budget {budget}")
     assert trained > 1.3 * zero_shot
     assert trained - zero_shot > 0.015
     assert trained > popularity_ndcg(synthetic_data)
@@ -78,14 +81,6 @@ def test_contrastive_training_learns_item_popularity(tiny_cache: Path, tmp_path:
     config = TrainConfig(
         mode="contrastive", max_steps=200, batch_size=16, learning_rate=1e-3, eval_every=50, eval_samples=300
     )
-    recommender = tiny_recommender(tiny_cache, reasoning=False, **LEARNING_MODEL)
-    trainer = R2ecTrainer(recommender, data, config)
-    test_users = trainer.user_cache(data.test)
-    zero_shot = measured_ndcg(trainer, data, test_users)
-
-    result = trainer.train(tmp_path)
-    recommender.load_adapter_weights(result.best_dir)
-    trained = measured_ndcg(trainer, data, test_users)
-
+    zero_shot, trained, _ = train_on(data, config, tiny_cache, tmp_path)
     print(f"popularity-only log: test NDCG@10 zero-shot {zero_shot:.4f} -> trained {trained:.4f}")
     assert trained > 2.5 * zero_shot
