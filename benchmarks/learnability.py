@@ -13,7 +13,7 @@ No R²ec run on ML-100k has brought its item loss below chance. Two synthetic lo
   number of training ratings into its prompt.
 
 Contrastive mode, tau 0.1, batch 16; the adapter is picked on validation and measured on the synthetic test split,
-next to popularity. The item loss minus its chance level is reported too (below 0 = learning, method.md §7).
+next to popularity. The item loss minus its chance level is reported too (falling = learning).
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def time_variant(
     trainer = R2ecTrainer(recommender, data, train_config)
     recommender.item_table = torch.nn.functional.normalize(torch.randn(data.n_items, recommender.dim), dim=1)
     recommender.item_mean = torch.zeros(recommender.dim)
-    trainer.item_table_fresh = True
+    trainer.item_table_built = True
     loss_fn = trainer._recpo_loss if mode == "recpo" else trainer._contrastive_loss
     sampler_state = trainer.rng.bit_generator.state
     for _pass in range(2 if warm_items else 1):  # the last pass is timed

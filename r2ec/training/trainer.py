@@ -165,7 +165,7 @@ class R2ecTrainer:
             top_k=config.top_k,
             batch_size=recommender.config.generation.batch_size,
         )
-        self.item_table_fresh = False  # refit at the first step and at every validation
+        self.item_table_built = False  # by this trainer: refitted before the first step and at every validation
         self.budget = {
             "steps": 0,
             "skipped_steps": 0,
@@ -180,7 +180,7 @@ class R2ecTrainer:
     def refresh_item_table(self) -> None:
         """Rebuild every item vector with the current adapters and refit the centring vector."""
         self.recommender.set_item_table(self.data.items, self.item_cache.all_last_hidden(), refit_mean=True)
-        self.item_table_fresh = True
+        self.item_table_built = True
 
     def _candidates(self, batch: Samples) -> Candidates:
         """Candidate item vectors for the item loss: the batch's targets and sampled negatives.
@@ -191,7 +191,7 @@ class R2ecTrainer:
         and an item that is seldom a target is never pushed down (a popularity-only log is then not learnt). The
         fresh vectors also replace their rows of the item table, which RecPO's rewards rank against.
         """
-        if not self.item_table_fresh:
+        if not self.item_table_built:
             self.refresh_item_table()
         device = self.recommender.device
         targets = np.unique(batch.target)
