@@ -222,8 +222,9 @@ class R2ecRecommender(Recommender):
         return out
 
     def project(self, raw: torch.Tensor) -> torch.Tensor:
-        """Unit vectors in the scoring space (centred by the stored mean item vector when enabled)."""
-        return project(raw, self.item_mean if self.config.centre else None)
+        """Unit vectors in the scoring space (centred by the stored mean item vector when enabled), on raw's device."""
+        centring = self.config.centre and self.item_mean is not None
+        return project(raw, self.item_mean.to(raw.device) if centring else None)
 
     def set_catalogue(self, items: pd.DataFrame, progress: bool = False) -> None:
         """Encode every item (the item table); the centring vector is fixed on first use."""

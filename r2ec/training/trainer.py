@@ -24,7 +24,7 @@ from r2ec.evaluation.evaluator import sample_ranks
 from r2ec.evaluation.metrics import mask_history, ranking_metrics, target_ranks
 from r2ec.modeling.generation import GenerationSettings, Rollouts, generate_rollouts, left_pad
 from r2ec.modeling.recommender import R2ecRecommender
-from r2ec.modeling.scoring import cosine_scores, project
+from r2ec.modeling.scoring import cosine_scores
 from r2ec.modeling.vectors import (
     at_last_token,
     decoder_and_head,
@@ -99,14 +99,12 @@ class Candidates:
 
     ``vectors`` (C, d) unit vectors of the batch's targets then sampled negatives; ``labels`` (B,)
     each user's target among them; ``history_mask`` (B, C) True where a candidate is in the user's history;
-    ``centre`` the centring vector they were projected with (users must use the same); ``log_q`` (C,) the
-    sampling correction subtracted from each candidate's logit (None: uncorrected).
+    ``log_q`` (C,) the sampling correction subtracted from each candidate's logit (None: uncorrected).
     """
 
     vectors: torch.Tensor
     labels: torch.Tensor
     history_mask: torch.Tensor
-    centre: torch.Tensor | None
     log_q: torch.Tensor | None
 
 
@@ -203,14 +201,13 @@ class R2ecTrainer:
         with torch.set_grad_enabled(self.config.negative_gradients):
             negative_raw = self.item_cache.last_hidden(negatives.tolist())
         ids = np.concatenate([targets, negatives])
-        centre = self.recommender.item_mean.to(device) if self.recommender.config.centre else None
-        vectors = project(torch.cat([target_raw, negative_raw]), centre)
+        vectors = self.recommender.project(torch.cat([target_raw, negative_raw]))
         self.recommender.item_table[torch.from_numpy(ids)] = vectors.detach().cpu()
         labels = torch.from_numpy(np.searchsorted(targets, batch.target))
         in_history = (batch.history[:, :, None] == ids[None, None, :]).any(axis=1)
         in_history[np.arange(len(batch)), labels.numpy()] = False
         log_q = None if self.log_q is None else self.log_q[torch.from_numpy(ids)].to(device)
-        return Candidates(vectors, labels.to(device), torch.from_numpy(in_history).to(device), centre, log_q)
+        return Candidates(vectors, labels.to(device), torch.from_numpy(in_history).to(device), log_q)
 
     # RecPO ------------------------------------------------------------------------------------------
 
@@ -250,7 +247,7 @@ class R2ecTrainer:
         completion = rollouts.completion_mask.to(device)
         states = hidden_states(model, ids, mask)
         candidates = self._candidates(batch)
-        users = project(at_last_token(states, mask), candidates.centre)
+        users = self.recommender.project(at_last_token(states, mask))
         rewards = self._calculate_rewards(users.detach().cpu(), batch)
         advantages = rewards["advantages"].to(device)
 
@@ -300,7 +297,7 @@ class R2ecTrainer:
         ids, mask = ids.to(device), mask.to(device)
         raw = at_last_token(hidden_states(self.recommender.model, ids, mask), mask)
         candidates = self._candidates(batch)
-        users = project(raw, candidates.centre)
+        users = self.recommender.project(raw)
         weights = torch.ones(len(batch), device=device)
         tau = self.recommender.config.tau
         loss = item_softmax_loss(

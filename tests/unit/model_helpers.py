@@ -11,6 +11,9 @@ from r2ec.modeling.generation import GenerationSettings
 from r2ec.modeling.prompts import PromptSettings
 from r2ec.modeling.recommender import R2ecConfig, R2ecRecommender
 
+# for tests that train: tau 0.1 instead of 0.02 (a 64-wide random model has little spread to scale); LoRA on both layers
+LEARNING_MODEL = {"tau": 0.1, "lora": LoraSettings(rank=8, alpha=16, top_layers=2)}
+
 
 def tiny_recommender(cache: Path, reasoning: bool, **changes) -> R2ecRecommender:
     """A 2-layer, 64-wide random Llama with LoRA on both layers, fp32, compact prompts."""

@@ -17,14 +17,10 @@ from r2ec.data.samples import PreparedData, prepare
 from r2ec.data.synthetic import generate_synthetic
 from r2ec.evaluation.evaluator import sample_ranks
 from r2ec.evaluation.metrics import ranking_metrics
-from r2ec.modeling.backbone import LoraSettings
 from r2ec.training.config import TrainConfig
 from r2ec.training.trainer import FrozenLayerCache, R2ecTrainer
 
-from .model_helpers import tiny_recommender
-
-# tau 0.1 instead of 0.02: a 64-wide random model has little spread to scale; LoRA on both layers
-LEARNING_MODEL = {"tau": 0.1, "lora": LoraSettings(rank=8, alpha=16, top_layers=2)}
+from .model_helpers import LEARNING_MODEL, tiny_recommender
 
 
 def measured_ndcg(trainer: R2ecTrainer, data: PreparedData, cache: FrozenLayerCache | None) -> float:

@@ -17,7 +17,7 @@ from r2ec.training.logging import JsonlLogger
 from r2ec.training.losses import item_softmax_loss, policy_token_loss, sampling_log_q
 from r2ec.training.rewards import fused_reward, group_advantages, rank_reward, similarity_reward
 from r2ec.training.trainer import FrozenLayerCache, R2ecTrainer
-from tests.unit.model_helpers import perturb_lora, tiny_recommender
+from tests.unit.model_helpers import LEARNING_MODEL, perturb_lora, tiny_recommender
 
 
 def test_rank_reward_is_ndcg_with_a_cutoff() -> None:
@@ -153,9 +153,7 @@ def test_negatives_carry_gradient_only_when_asked(
 def test_the_contrastive_loss_can_overfit_one_batch(tiny_cache, synthetic_data) -> None:
     """Same users, same negatives every step: the loss must go far below chance (it sat at chance when only the
     targets carried gradient and the centre was held between refreshes)."""
-    recommender = tiny_recommender(
-        tiny_cache, reasoning=False, tau=0.1, lora=LoraSettings(rank=8, alpha=16, top_layers=2)
-    )
+    recommender = tiny_recommender(tiny_cache, reasoning=False, **LEARNING_MODEL)
     trainer = R2ecTrainer(recommender, synthetic_data, TrainConfig(batch_size=16, learning_rate=1e-3, eval_samples=8))
     batch = synthetic_data.train.take(np.arange(16))
     negatives_state = trainer.rng.bit_generator.state
