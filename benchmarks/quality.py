@@ -48,7 +48,8 @@ RESULTS = Path(__file__).parent / "results"
 DATASET = "ml-100k"
 BUDGETS = "budgets.json"
 CHECKPOINTS = {"r2ec-contrastive": "contrastive", "r2ec-recpo": "recpo"}
-MODELS = ("popularity", "sasrec", "r2ec-zero-shot", *CHECKPOINTS)
+PRIOR = "+popularity-prior"  # suffix of a row scored with the popularity prior (method.md §7), never the model alone
+MODELS = ("popularity", "sasrec", "r2ec-zero-shot", *CHECKPOINTS, *(f"{m}{PRIOR}" for m in CHECKPOINTS))
 
 
 def device_name() -> str:
@@ -164,12 +165,15 @@ def evaluate_models(settings: Settings, runs: Path, models: list[str], n_test: i
     rows = []
     for model in models:
         started = time.perf_counter()
-        if model in CHECKPOINTS:
-            checkpoint = runs / CHECKPOINTS[model] / "best"
-            if model not in budgets:
-                raise SystemExit(f"{model}: no budget in {runs / BUDGETS}; run the train phase first")
-            report = evaluate.run(settings, "r2ec", DATASET, checkpoint=checkpoint, max_samples=n_test)
-            budget = budgets[model]
+        base, prior = model.removesuffix(PRIOR), model.endswith(PRIOR)
+        if base in CHECKPOINTS:
+            checkpoint = runs / CHECKPOINTS[base] / "best"
+            if base not in budgets:
+                raise SystemExit(f"{base}: no budget in {runs / BUDGETS}; run the train phase first")
+            report = evaluate.run(
+                settings, "r2ec", DATASET, checkpoint=checkpoint, max_samples=n_test, popularity_prior=prior
+            )
+            budget = {**budgets[base], **{k: v for k, v in report["budget"].items() if k.startswith("prior_")}}
         else:
             report = evaluate.run(settings, "r2ec" if model == "r2ec-zero-shot" else model, DATASET, max_samples=n_test)
             budget = report["budget"]

@@ -55,7 +55,14 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.checkpoint is not None and args.model != "r2ec":
         raise UsageError("--checkpoint only applies to --model r2ec")
-    result = evaluate.run(settings, args.model, args.dataset, checkpoint=args.checkpoint, max_samples=args.max_samples)
+    result = evaluate.run(
+        settings,
+        args.model,
+        args.dataset,
+        checkpoint=args.checkpoint,
+        max_samples=args.max_samples,
+        popularity_prior=args.popularity_prior,
+    )
     _print_json_or_table(result, args.json)
     return 0
 
@@ -212,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", default=None)
     ev.add_argument("--checkpoint", type=Path, help="r2ec checkpoint folder (none = zero-shot backbone)")
     ev.add_argument("--max-samples", type=int, help="seeded subset of the split, plus all cold-start samples")
+    ev.add_argument(
+        "--popularity-prior",
+        action="store_true",
+        help="add weight * log(1 + training count) to the scores, the weight picked on validation (own row name)",
+    )
     ev.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
     ev.set_defaults(handler=cmd_evaluate)
 

@@ -61,11 +61,14 @@ def run(
     split: str = "test",
     checkpoint: Path | None = None,
     max_samples: int | None = None,
+    popularity_prior: bool = False,
 ) -> dict[str, Any]:
     """Fit (or load) ``model``, evaluate on ``split``; the JSON shape of ``r2ec evaluate``.
 
     ``max_samples`` evaluates a fixed, seeded subset of that many samples plus the whole cold-start slice
-    (the LLM modes are too slow for the full split on a CPU); the result says so.
+    (the LLM modes are too slow for the full split on a CPU); the result says so. ``popularity_prior`` adds
+    weight * log(1 + training count) to the model's scores, the weight chosen on validation; the row is named
+    ``<model>+popularity-prior`` so it is never mistaken for the model alone.
     """
     started = time.perf_counter()
     data = load_prepared(settings, dataset)
@@ -73,6 +76,10 @@ def run(
         recommender, model = build_r2ec(settings, data, checkpoint)
     else:
         recommender = build_baseline(model, settings.seed)
+    if popularity_prior:
+        from r2ec.baselines.popularity import PopularityPrior
+
+        recommender, model = PopularityPrior(recommender, seed=settings.seed), f"{model}+popularity-prior"
     samples, overall = data.split(split), None
     if max_samples is not None:
         samples, overall = evaluation_subset(samples, max_samples, settings.seed)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 import torch
 
-from r2ec.baselines.popularity import Popularity
+from r2ec.baselines.popularity import Popularity, PopularityPrior, target_counts
 from r2ec.baselines.sasrec import SASRec, SASRecConfig, _rows
-from r2ec.data.samples import PAD, PreparedData
+from r2ec.data.samples import PAD, PreparedData, Samples
 from r2ec.evaluation.evaluator import evaluate
+from r2ec.recommender import Recommender
 
 # a few seconds: more, smaller steps than the ML-100k defaults, on ~5.5k training samples
 FAST = {"stride": 4, "batch_size": 64, "dropout": 0.2, "max_epochs": 3, "patience": 2}
@@ -30,6 +33,63 @@ def test_popularity_scores_are_train_target_counts(synthetic_data: PreparedData)
         counts[target] += 1
     assert scores.shape == (3, synthetic_data.n_items)
     assert (scores.numpy() == counts[None]).all()
+
+
+class SignalFree(Recommender):
+    """Scores that are a fixed pseudo-random function of (user, item): no preference, no popularity."""
+
+    def __init__(self, n_items: int) -> None:
+        self.item_phase = torch.rand(n_items, generator=torch.Generator().manual_seed(3))
+
+    def full_sort_predict(self, batch: Samples) -> torch.Tensor:
+        users = torch.tensor([zlib.crc32(str(u).encode()) % 1000 for u in batch.user_id], dtype=torch.float32)
+        return torch.frac(torch.sin(users[:, None] * 12.9898 + self.item_phase[None] * 78.233) * 437.58)
+
+
+class NoisyOracle(Recommender):
+    """The target scores in [1, 2), every other item in [0, 1): always first unless the history hides it."""
+
+    def __init__(self, n_items: int) -> None:
+        self.n_items = n_items
+
+    def full_sort_predict(self, batch: Samples) -> torch.Tensor:
+        scores = torch.rand(len(batch), self.n_items, generator=torch.Generator().manual_seed(0))
+        scores[torch.arange(len(batch)), torch.from_numpy(batch.target)] += 1.0
+        return scores
+
+
+def test_popularity_prior_lifts_a_model_without_signal(synthetic_data: PreparedData) -> None:
+    base = SignalFree(synthetic_data.n_items)
+    prior = PopularityPrior(SignalFree(synthetic_data.n_items))
+    budget = prior.fit(synthetic_data)
+    popularity = Popularity()
+    popularity.fit(synthetic_data)
+
+    assert prior.weight is not None and prior.weight > 0, budget["prior_valid_ndcg@10"]
+    ndcg = {
+        name: evaluate(m, synthetic_data.test).overall["ndcg@10"]
+        for name, m in (("base", base), ("prior", prior), ("popularity", popularity))
+    }
+    assert ndcg["prior"] > 1.3 * ndcg["base"] and ndcg["prior"] >= 0.8 * ndcg["popularity"], ndcg
+
+    batch = synthetic_data.test.take(slice(0, 8))
+    bonus = prior.full_sort_predict(batch) - base.full_sort_predict(batch)
+    counts = target_counts(synthetic_data)
+    assert torch.allclose(bonus, bonus[:1].expand_as(bonus)), "the bonus is the same for every user"
+    by_count = torch.argsort(counts)
+    assert (bonus[0, by_count].diff() >= 0).all() and bonus[0, counts.argmax()] > bonus[0, counts.argmin()]
+
+
+def test_popularity_prior_stays_off_when_validation_says_so(synthetic_data: PreparedData) -> None:
+    prior = PopularityPrior(NoisyOracle(synthetic_data.n_items))
+    budget = prior.fit(synthetic_data)
+    assert prior.weight == 0.0, budget["prior_valid_ndcg@10"]
+    assert budget["prior_valid_ndcg@10"][0.0] > budget["prior_valid_ndcg@10"][max(prior.weights)]
+
+
+def test_popularity_prior_refuses_to_score_before_fit() -> None:
+    with pytest.raises(RuntimeError, match="fit"):
+        PopularityPrior(NoisyOracle(3)).full_sort_predict(Samples(*(np.zeros(1) for _ in range(7))))
 
 
 def test_sasrec_beats_popularity_on_planted_preferences(

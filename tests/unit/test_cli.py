@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from r2ec.baselines.popularity import PRIOR_WEIGHTS
 from services.cli import EXIT_USAGE, main
 
 
@@ -53,3 +54,11 @@ def test_prepare_then_evaluate_json_shape(r2ec_home: Path, tmp_path: Path, capsy
         assert {f"{m}@{k}" for m in ("ndcg", "hr") for k in (5, 10, 20)} <= result[block].keys()
         assert all(0.0 <= result[block][f"hr@{k}"] <= 1.0 for k in (5, 10, 20))
     assert result["test"]["n"] > 0 and result["test_cold"]["n"] <= result["test"]["n"]
+
+    code, _, _ = run(
+        ["evaluate", "--model", "popularity", "--dataset", "synthetic", "--popularity-prior", "--json", str(path)],
+        capsys,
+    )
+    with_prior = json.loads(path.read_text())
+    assert code == 0 and with_prior["model"] == "popularity+popularity-prior"
+    assert with_prior["budget"]["prior_weight"] in PRIOR_WEIGHTS
