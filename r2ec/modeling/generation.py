@@ -3,6 +3,10 @@
 Prompts are sorted by length so batches waste little padding; each row keeps the generated token ids as
 they are (the same sequence is read in training and inference). A row that ran out of budget or ended
 without the marker gets ``<answer>`` appended; those appended tokens are not the policy's actions.
+
+The user vector is the hidden state after a row's last token, which generation never feeds to the model. Rather
+than a second forward over prompt + reasoning (all an engine that returns only text allows), one short step on
+the generation's KV cache reads it (``read_vectors``): method.md §6.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import Cache, PreTrainedTokenizerBase
 
 from r2ec.modeling.prompts import ANSWER, clean_text
+from r2ec.modeling.vectors import decoder_and_head
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Rollouts:
     attention_mask: torch.Tensor
     completion_mask: torch.Tensor
     rationales: list[str]
+    vectors: torch.Tensor | None = None  # (N, d) float32 raw user vectors, when generation was asked to read them
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,17 +72,64 @@ def _finish(generated: list[int], tokenizer: PreTrainedTokenizerBase, answer_ids
 
 
 @torch.no_grad()
+def states_after_generation(
+    model: nn.Module, cache: Cache, prompt_mask: torch.Tensor, n_generated: int, finished: list[tuple[list[int], int]]
+) -> torch.Tensor:
+    """(N, d) float32 final-norm hidden state after each finished row's last token, read on the generation's cache.
+
+    Args:
+        cache: what ``generate`` left: the left-padded prompts (``prompt_mask``, (N, P)) and the first
+            ``n_generated - 1`` generated positions (the last generated token is never fed).
+        finished: per row, the kept tokens (with the marker appended where it was missing) and how many of them
+            were generated: ``_finish``'s output.
+    A row's cached positions are used up to just before its last generated token; that token and any appended
+    marker are fed again in one step, so positions a row generated after it stopped (padding, or an end-of-text
+    token its sequence does not keep) are masked out, whatever they hold.
+    """
+    n_rows, prompt_width = prompt_mask.shape
+    if cache.get_seq_length() != prompt_width + n_generated - 1:
+        raise ValueError(f"cache holds {cache.get_seq_length()} positions, expected {prompt_width + n_generated - 1}")
+    reused = [max(n - 1, 0) for _, n in finished]
+    tails = [tokens[k:] for (tokens, _), k in zip(finished, reused, strict=True)]
+    width = max(len(t) for t in tails)
+    tail_ids = torch.zeros((n_rows, width), dtype=torch.long)
+    tail_mask = torch.zeros((n_rows, width), dtype=torch.long)
+    generated_mask = torch.zeros((n_rows, n_generated - 1), dtype=torch.long)
+    for row, (tail, k) in enumerate(zip(tails, reused, strict=True)):
+        tail_ids[row, : len(tail)] = torch.tensor(tail)
+        tail_mask[row, : len(tail)] = 1
+        generated_mask[row, :k] = 1
+    device = prompt_mask.device
+    start = prompt_mask.sum(dim=1, keepdim=True) + torch.tensor(reused, device=device)[:, None]
+    decoder, _ = decoder_and_head(model)
+    states = decoder(
+        input_ids=tail_ids.to(device),
+        attention_mask=torch.cat([prompt_mask, generated_mask.to(device), tail_mask.to(device)], dim=1),
+        position_ids=start + torch.arange(width, device=device),
+        cache=cache,
+        use_cache=True,
+    ).last_hidden_state
+    last = torch.tensor([len(t) - 1 for t in tails], device=device)
+    return states[torch.arange(n_rows, device=device), last].float()
+
+
+@torch.no_grad()
 def generate_rollouts(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Sequence[int]],
     settings: GenerationSettings,
     num_return_sequences: int = 1,
+    read_vectors: bool = False,
 ) -> Rollouts:
-    """Reason for every prompt (``num_return_sequences`` rollouts each, consecutive rows per prompt)."""
+    """Reason for every prompt (``num_return_sequences`` rollouts each, consecutive rows per prompt).
+
+    ``read_vectors`` also returns each row's raw user vector, read on the KV cache (no second forward).
+    """
     answer_ids = tokenizer(ANSWER, add_special_tokens=False).input_ids
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     finished: dict[int, list[tuple[list[int], int]]] = {}
+    vectors: dict[int, torch.Tensor] = {}
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
     for start in range(0, len(order), settings.batch_size):
@@ -93,12 +146,19 @@ def generate_rollouts(
             tokenizer=tokenizer,
             pad_token_id=tokenizer.pad_token_id,
             use_cache=True,
+            return_dict_in_generate=True,
             **sampling,
         )
-        generated = out[:, ids.shape[1] :].tolist()
+        generated = out.sequences[:, ids.shape[1] :].tolist()
+        chunk_rows = [_finish(row, tokenizer, answer_ids) for row in generated]
+        if read_vectors:
+            prompt_mask = mask.to(device).repeat_interleave(num_return_sequences, dim=0)
+            states = states_after_generation(model, out.past_key_values, prompt_mask, len(generated[0]), chunk_rows)
         for j, prompt_index in enumerate(chunk):
-            rows = generated[j * num_return_sequences : (j + 1) * num_return_sequences]
-            finished[prompt_index] = [_finish(row, tokenizer, answer_ids) for row in rows]
+            rows = slice(j * num_return_sequences, (j + 1) * num_return_sequences)
+            finished[prompt_index] = chunk_rows[rows]
+            if read_vectors:
+                vectors[prompt_index] = states[rows].cpu()
     model.train(was_training)
 
     sequences, completion_spans, rationales = [], [], []
@@ -113,4 +173,5 @@ def generate_rollouts(
     width = input_ids.shape[1]
     for row, (n_tokens, n_generated) in enumerate(completion_spans):
         completion_mask[row, width - n_tokens : width - n_tokens + n_generated] = 1
-    return Rollouts(input_ids, attention_mask, completion_mask, rationales)
+    stacked = torch.cat([vectors[i] for i in range(len(prompts))]) if read_vectors else None
+    return Rollouts(input_ids, attention_mask, completion_mask, rationales, stacked)

@@ -245,21 +245,17 @@ class R2ecRecommender(Recommender):
         return self.project(self.raw_vectors(self.item_prompt_ids(items), progress=progress)).numpy()
 
     def user_rollouts(self, samples: Samples, items: pd.DataFrame) -> Rollouts:
-        """Greedy (or configured) reasoning for each sample, ending in ``<answer>``."""
+        """Greedy (or configured) reasoning for each sample, ending in ``<answer>``, with its raw user vector."""
         prompts = self.user_prompt_ids(samples, items)
         if not self.config.reasoning:
             ids, mask = left_pad(prompts, self.tokenizer.pad_token_id)
-            return Rollouts(ids, mask, torch.zeros_like(mask), [""] * len(prompts))
-        return generate_rollouts(self.model, self.tokenizer, prompts, self.config.generation)
+            return Rollouts(ids, mask, torch.zeros_like(mask), [""] * len(prompts), self.raw_vectors(prompts))
+        return generate_rollouts(self.model, self.tokenizer, prompts, self.config.generation, read_vectors=True)
 
     def encode_users(self, samples: Samples, items: pd.DataFrame | None = None) -> tuple[np.ndarray, list[str]]:
         """(B, d) float32 unit user vectors and the rationale behind each."""
-        items = self._catalogue(items)
-        rollouts = self.user_rollouts(samples, items)
-        rows = [
-            ids[mask.bool()].tolist() for ids, mask in zip(rollouts.input_ids, rollouts.attention_mask, strict=True)
-        ]
-        return self.project(self.raw_vectors(rows)).numpy(), rollouts.rationales
+        rollouts = self.user_rollouts(samples, self._catalogue(items))
+        return self.project(rollouts.vectors).numpy(), rollouts.rationales
 
     def _catalogue(self, items: pd.DataFrame | None) -> pd.DataFrame:
         if items is not None:

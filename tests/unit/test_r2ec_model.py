@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from r2ec.modeling.generation import GenerationSettings, generate_rollouts, left_pad
+from r2ec.modeling.generation import GenerationSettings, generate_rollouts, left_pad, states_after_generation
 from r2ec.modeling.prompts import ANSWER, PromptSettings, clean_text, format_elapsed, item_turn
 from r2ec.modeling.recommender import R2ecConfig, R2ecRecommender
 from r2ec.modeling.vectors import embed, final_norm, last_hidden, last_token_index, run_layers
@@ -96,6 +96,49 @@ def test_generation_ends_every_rollout_with_the_marker(tiny_cache) -> None:
         assert 1 <= int(completion.sum()) <= 6
         assert not (completion.bool() & ~mask.bool()).any()  # actions are never padding
     assert all(ANSWER not in r for r in rollouts.rationales)
+
+
+def real_rows(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+    return [row[m.bool()].tolist() for row, m in zip(ids, mask, strict=True)]
+
+
+def test_user_vectors_read_on_the_cache_equal_a_second_forward(tiny_cache) -> None:
+    recommender = tiny_recommender(tiny_cache, reasoning=True)
+    perturb_lora(recommender)
+    settings = GenerationSettings(max_new_tokens=5, do_sample=True, temperature=1.5, top_k=50)
+    prompts = [[1, 2, 3, 4, 5, 6, 7], [7, 8], [9, 10, 11]]
+    torch.manual_seed(0)
+    rollouts = generate_rollouts(
+        recommender.model, recommender.tokenizer, prompts, settings, num_return_sequences=2, read_vectors=True
+    )
+    two_pass = recommender.raw_vectors(real_rows(rollouts.input_ids, rollouts.attention_mask))
+    assert rollouts.vectors is not None and rollouts.vectors.shape == two_pass.shape == (6, recommender.dim)
+    assert torch.allclose(rollouts.vectors, two_pass, atol=1e-4), (rollouts.vectors - two_pass).abs().max()
+
+
+def test_cache_read_ignores_what_a_row_generated_after_it_stopped(tiny_cache) -> None:
+    """Rows that stop early keep generating padding (or end-of-text) into the cache; none of it may leak in."""
+    recommender = tiny_recommender(tiny_cache, reasoning=True)
+    perturb_lora(recommender)
+    answer = recommender.tokenizer(ANSWER, add_special_tokens=False).input_ids
+    prompts, n_new = [[1, 2, 3, 4, 5], [7, 8], [9, 10, 11, 12]], 6
+    ids, mask = left_pad(prompts, recommender.tokenizer.pad_token_id)
+    with torch.no_grad():
+        out = recommender.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=n_new,
+            min_new_tokens=n_new,
+            do_sample=False,
+            pad_token_id=recommender.tokenizer.pad_token_id,
+            return_dict_in_generate=True,
+        )
+    generated = out.sequences[:, ids.shape[1] :].tolist()
+    # as if row 0 ended without the marker after 2 tokens, row 1 stopped at a marker after 4, row 2 ran out of budget
+    finished = [(generated[0][:2] + answer, 2), (generated[1][:4], 4), (generated[2] + answer, n_new)]
+    from_cache = states_after_generation(recommender.model, out.past_key_values, mask, n_new, finished)
+    two_pass = recommender.raw_vectors([p + tokens for p, (tokens, _) in zip(prompts, finished, strict=True)])
+    assert torch.allclose(from_cache, two_pass, atol=1e-4), (from_cache - two_pass).abs().max()
 
 
 def test_prompt_text_is_cleaned_and_time_is_formatted() -> None:
