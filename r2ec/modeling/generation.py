@@ -153,7 +153,7 @@ def generate_rollouts(
         chunk_rows = [_finish(row, tokenizer, answer_ids) for row in generated]
         if read_vectors:
             prompt_mask = mask.to(device).repeat_interleave(num_return_sequences, dim=0)
-            states = states_after_generation(model, out.past_key_values, prompt_mask, len(generated[0]), chunk_rows)
+            states = states_after_generation(model, out.cache, prompt_mask, len(generated[0]), chunk_rows)
         for j, prompt_index in enumerate(chunk):
             rows = slice(j * num_return_sequences, (j + 1) * num_return_sequences)
             finished[prompt_index] = chunk_rows[rows]
