@@ -77,6 +77,7 @@ class Recipe:
     recpo_batch_size: int = 4  # users per RecPO step (each with 4 rollouts)
     sampling_correction: bool = True  # logQ correction of the sampled item softmax
     popularity_negatives: bool = True  # else uniform
+    show_year: bool = True  # release year in item prompts
 
 
 def contrastive_config(recipe: Recipe) -> TrainConfig:
@@ -127,7 +128,9 @@ def train(settings: Settings, runs: Path, recipe: Recipe, modes: list[str]) -> d
     """
     data = load_data(settings)
     config = model_config(DATASET, reasoning=False, backbone=recipe.backbone, top_layers=recipe.top_layers or None)
-    config = replace(config, dtype=recipe.dtype, tau=recipe.tau)
+    config = replace(
+        config, dtype=recipe.dtype, tau=recipe.tau, prompts=replace(config.prompts, show_year=recipe.show_year)
+    )
     recommender = R2ecRecommender.create(config, settings.root / "cache")
     items = FrozenLayerCache(recommender, recommender.item_prompt_ids(data.items))
     budgets: dict[str, Any] = json.loads((runs / BUDGETS).read_text()) if (runs / BUDGETS).exists() else {}

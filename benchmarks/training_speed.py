@@ -69,6 +69,13 @@ VARIANTS: list[tuple[str, R2ecConfig, str, int, bool]] = [
         4,
         True,
     ),
+    (
+        "same RecPO step in bf16 (the quality benchmark's RecPO setting on this CPU)",
+        replace(TOP4_COMPACT, reasoning=True, dtype="bfloat16"),
+        "recpo",
+        4,
+        True,
+    ),
 ]
 
 

@@ -44,6 +44,7 @@ class PromptSettings:
     history_items: int = 20  # most recent items shown (<= the samples' history length)
     show_time: bool = True  # "3d 4.0h ago:" prefix per line
     show_rating: bool = True  # "(4)" suffix per line
+    show_year: bool = True  # "Year:" line of item prompts (see README: new releases and a past training window)
     max_title_chars: int = 80
     max_description_words: int = 100
 
@@ -112,6 +113,8 @@ def item_turn(item: pd.Series, settings: PromptSettings) -> str:
         ("rating_count", "Number of ratings"),
     )
     for field, label in fields:
+        if field == "year" and not settings.show_year:
+            continue
         value = clean_text(item.get(field), settings.max_title_chars)
         if value:
             lines.append(f"{label}: {value}")

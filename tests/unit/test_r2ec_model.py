@@ -149,6 +149,7 @@ def test_prompt_text_is_cleaned_and_time_is_formatted() -> None:
     turn = item_turn({"title": "Heat", "genres": "Crime", "year": 1995}, PromptSettings())
     assert "Title: Heat" in turn and "Genres: Crime" in turn and "Year: 1995" in turn
     assert "Description" not in turn and "Number of ratings" not in turn
+    assert "Year" not in item_turn({"title": "Heat", "year": 1995}, PromptSettings(show_year=False))
     assert "Number of ratings: 412" in item_turn({"title": "Heat", "rating_count": 412}, PromptSettings())
 
 
