@@ -77,6 +77,7 @@ class Recipe:
     recpo_batch_size: int = 4  # users per RecPO step (each with 4 rollouts)
     sampling_correction: bool = True  # logQ correction of the sampled item softmax
     popularity_negatives: bool = True  # else uniform
+    negatives_from_train_targets: bool = False  # items nobody chose in training are never negatives
     show_year: bool = True  # release year in item prompts
 
 
@@ -93,6 +94,7 @@ def contrastive_config(recipe: Recipe) -> TrainConfig:
         patience=recipe.patience,
         sampling_correction=recipe.sampling_correction,
         popularity_negatives=recipe.popularity_negatives,
+        negatives_from_train_targets=recipe.negatives_from_train_targets,
     )
 
 
@@ -110,6 +112,7 @@ def recpo_config(recipe: Recipe) -> TrainConfig:
         patience=2,
         sampling_correction=recipe.sampling_correction,
         popularity_negatives=recipe.popularity_negatives,
+        negatives_from_train_targets=recipe.negatives_from_train_targets,
     )
 
 

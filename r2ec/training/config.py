@@ -39,6 +39,9 @@ class TrainConfig:
             without it. Costs the backward of ``n_negatives`` short item prompts through the LoRA layers (~10%
             of a real-model CPU step).
         popularity_negatives: draw negatives by training popularity (else uniformly).
+        negatives_from_train_targets: draw negatives only among items that are a training target. An item nobody
+            chose in the training window (often not released yet) is otherwise taught to be unwanted, and the
+            logQ correction makes each such draw a strong push down; the cold-start slice is made of such items.
         sampling_correction: subtract from each candidate's logit the log of its expected count among the
             candidates (logQ correction, Yi et al. 2019). Targets and popularity-drawn negatives over-represent
             popular items; uncorrected, the sampled softmax learns to demote them, although the full-catalogue
@@ -74,6 +77,7 @@ class TrainConfig:
     n_negatives: int = 64
     negative_gradients: bool = True
     popularity_negatives: bool = True
+    negatives_from_train_targets: bool = False
     sampling_correction: bool = True
 
     eval_every: int = 25

@@ -118,6 +118,17 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def negative_distribution(counts: np.ndarray, by_popularity: bool, train_targets_only: bool) -> np.ndarray:
+    """(n_items,) probabilities of drawing each item as a negative, from its training-target ``counts``.
+
+    By popularity (count + 1) or uniform; ``train_targets_only`` gives items with no training target zero.
+    """
+    weights = counts + 1.0 if by_popularity else np.ones_like(counts)
+    if train_targets_only:
+        weights = weights * (counts > 0)
+    return weights / weights.sum()
+
+
 class R2ecTrainer:
     """Trains the LoRA adapters of an :class:`R2ecRecommender` on a prepared dataset."""
 
@@ -141,15 +152,15 @@ class R2ecTrainer:
         torch.manual_seed(config.seed)
         model = recommender.model
         self.item_cache = item_cache or FrozenLayerCache(recommender, recommender.item_prompt_ids(data.items))
-        popularity = np.bincount(data.train.target, minlength=data.n_items).astype(np.float64) + 1.0
-        target_probs = popularity / popularity.sum()
-        self.negative_probs = target_probs if config.popularity_negatives else None
+        counts = np.bincount(data.train.target, minlength=data.n_items).astype(np.float64)
+        target_probs = (counts + 1.0) / (counts + 1.0).sum()
+        self.negative_probs = negative_distribution(
+            counts, config.popularity_negatives, config.negatives_from_train_targets
+        )
         self.log_q = None
         if config.sampling_correction:
-            uniform = np.full(data.n_items, 1.0 / data.n_items)
-            negative_probs = uniform if self.negative_probs is None else self.negative_probs
-            n_negatives = min(config.n_negatives, data.n_items)
-            self.log_q = sampling_log_q(target_probs, negative_probs, config.batch_size, n_negatives)
+            n_negatives = min(config.n_negatives, int(np.count_nonzero(self.negative_probs)))
+            self.log_q = sampling_log_q(target_probs, self.negative_probs, config.batch_size, n_negatives)
         n_valid = min(config.eval_samples, len(data.valid))
         self.valid = data.valid.take(np.sort(self.rng.choice(len(data.valid), n_valid, replace=False)))
         self.valid_cache = self.user_cache(self.valid)
@@ -193,9 +204,9 @@ class R2ecTrainer:
             self.refresh_item_table()
         device = self.recommender.device
         targets = np.unique(batch.target)
-        pool = np.setdiff1d(np.arange(self.data.n_items), targets)
+        pool = np.setdiff1d(np.flatnonzero(self.negative_probs), targets)
         n_neg = min(self.config.n_negatives, len(pool))
-        probs = None if self.negative_probs is None else self.negative_probs[pool] / self.negative_probs[pool].sum()
+        probs = self.negative_probs[pool] / self.negative_probs[pool].sum()
         negatives = np.sort(self.rng.choice(pool, n_neg, replace=False, p=probs))
         target_raw = self.item_cache.last_hidden(targets.tolist())
         with torch.set_grad_enabled(self.config.negative_gradients):

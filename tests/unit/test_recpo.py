@@ -16,7 +16,7 @@ from r2ec.training.config import TrainConfig
 from r2ec.training.logging import JsonlLogger
 from r2ec.training.losses import item_softmax_loss, policy_token_loss, sampling_log_q
 from r2ec.training.rewards import fused_reward, group_advantages, rank_reward, similarity_reward
-from r2ec.training.trainer import FrozenLayerCache, R2ecTrainer
+from r2ec.training.trainer import FrozenLayerCache, R2ecTrainer, negative_distribution
 from tests.unit.model_helpers import LEARNING_MODEL, perturb_lora, tiny_recommender
 
 
@@ -220,3 +220,15 @@ def test_train_config_rejects_inconsistent_values() -> None:
         TrainConfig(mode="dpo")
     with pytest.raises(ValueError, match="item_loss_top"):
         TrainConfig(item_loss_top=5, group_size=4)
+
+
+def test_negatives_can_be_kept_to_items_someone_chose_in_training() -> None:
+    counts = np.array([0.0, 3.0, 0.0, 9.0])
+    everything = negative_distribution(counts, by_popularity=True, train_targets_only=False)
+    chosen_only = negative_distribution(counts, by_popularity=True, train_targets_only=True)
+    assert (everything > 0).all() and everything[3] > everything[1] > everything[0]
+    assert (chosen_only[[0, 2]] == 0).all() and chosen_only[3] > chosen_only[1] > 0
+    uniform = negative_distribution(counts, by_popularity=False, train_targets_only=True)
+    assert uniform[1] == uniform[3] > 0 and uniform[0] == 0
+    for probs in (everything, chosen_only, uniform):
+        assert math.isclose(probs.sum(), 1.0)
