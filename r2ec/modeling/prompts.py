@@ -44,7 +44,7 @@ class PromptSettings:
     history_items: int = 20  # most recent items shown (<= the samples' history length)
     show_time: bool = True  # "3d 4.0h ago:" prefix per line
     show_rating: bool = True  # "(4)" suffix per line
-    show_year: bool = True  # "Year:" line of item prompts (see README: new releases and a past training window)
+    show_year: bool = True  # "Year:" line of item prompts (hidden in the cold-start ablation, year_ablation.md)
     max_title_chars: int = 80
     max_description_words: int = 100
 

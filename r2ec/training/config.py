@@ -42,6 +42,7 @@ class TrainConfig:
         negatives_from_train_targets: draw negatives only among items that are a training target. An item nobody
             chose in the training window (often not released yet) is otherwise taught to be unwanted, and the
             logQ correction makes each such draw a strong push down; the cold-start slice is made of such items.
+            Measured on ML-100k (20 CPU-minutes): the cold slice still scored 0 (``negatives_ablation.md``).
         sampling_correction: subtract from each candidate's logit the log of its expected count among the
             candidates (logQ correction, Yi et al. 2019). Targets and popularity-drawn negatives over-represent
             popular items; uncorrected, the sampled softmax learns to demote them, although the full-catalogue
