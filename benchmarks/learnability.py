@@ -26,8 +26,6 @@ from dataclasses import replace
 from pathlib import Path
 from statistics import mean
 
-import numpy as np
-
 from benchmarks.quality import RESULTS, device_name
 from r2ec.baselines.popularity import Popularity
 from r2ec.data.samples import prepare
@@ -56,8 +54,7 @@ def main() -> None:
     settings = load_settings(progress=True)
     data = prepare("synthetic", *generate_synthetic(**LOGS[args.log]))
     if args.rating_counts:  # what the popularity baseline counts, so the item tower can read popularity
-        counts = np.bincount(data.train.target, minlength=data.n_items)
-        data = replace(data, items=data.items.assign(rating_count=counts))
+        data = replace(data, items=data.items.assign(rating_count=data.train_target_counts()))
     recommender = R2ecRecommender.create(
         replace(model_config("synthetic", reasoning=False), tau=0.1), settings.root / "cache"
     )

@@ -15,11 +15,6 @@ from r2ec.recommender import Recommender
 PRIOR_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
-def target_counts(data: PreparedData) -> torch.Tensor:
-    """(n_items,) float32: how often each item is the target of a training sample."""
-    return torch.from_numpy(np.bincount(data.train.target, minlength=data.n_items).astype(np.float32))
-
-
 class Popularity(Recommender):
     """Ranks items by their count among training targets, the same list for every user."""
 
@@ -29,7 +24,7 @@ class Popularity(Recommender):
         self.counts: torch.Tensor | None = None
 
     def fit(self, data: PreparedData, progress: bool = False) -> dict[str, Any]:
-        self.counts = target_counts(data)
+        self.counts = torch.from_numpy(data.train_target_counts().astype(np.float32))
         return {"samples": len(data.train)}
 
     def full_sort_predict(self, batch: Samples) -> torch.Tensor:
@@ -60,7 +55,7 @@ class PopularityPrior(Recommender):
     def fit(self, data: PreparedData, progress: bool = False) -> dict[str, Any]:
         """Fits the base model, then picks the weight with the best NDCG@10 on a seeded subset of ``data.valid``."""
         budget = self.base.fit(data, progress=progress)
-        self.log_counts = torch.log1p(target_counts(data))
+        self.log_counts = torch.log1p(torch.from_numpy(data.train_target_counts().astype(np.float32)))
         valid = data.valid
         chosen = np.random.default_rng(self.seed).choice(len(valid), min(self.valid_samples, len(valid)), replace=False)
         valid = valid.take(np.sort(chosen))

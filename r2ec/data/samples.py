@@ -59,6 +59,10 @@ class PreparedData:
     def n_items(self) -> int:
         return len(self.items)
 
+    def train_target_counts(self) -> np.ndarray:
+        """(n_items,) int64: how often each item is the target of a training sample (its training popularity)."""
+        return np.bincount(self.train.target, minlength=self.n_items)
+
     def split(self, name: str) -> Samples:
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")

@@ -152,7 +152,7 @@ class R2ecTrainer:
         torch.manual_seed(config.seed)
         model = recommender.model
         self.item_cache = item_cache or FrozenLayerCache(recommender, recommender.item_prompt_ids(data.items))
-        counts = np.bincount(data.train.target, minlength=data.n_items).astype(np.float64)
+        counts = data.train_target_counts().astype(np.float64)
         target_probs = (counts + 1.0) / (counts + 1.0).sum()
         self.negative_probs = negative_distribution(
             counts, config.popularity_negatives, config.negatives_from_train_targets
