@@ -79,6 +79,7 @@ class Recipe:
     popularity_negatives: bool = True  # else uniform
     negatives_from_train_targets: bool = False  # items nobody chose in training are never negatives
     show_year: bool = True  # release year in item prompts
+    init_adapter: str = ""  # contrastive continues from this checkpoint's adapter (a run's best/), not a fresh LoRA
 
 
 def contrastive_config(recipe: Recipe) -> TrainConfig:
@@ -124,6 +125,15 @@ def load_data(settings: Settings):
         return load_prepared(settings, DATASET)
 
 
+def samples_behind(recipe: Recipe) -> int:
+    """Training samples behind ``recipe.init_adapter``, read from its run's budgets (0 where they are not there)."""
+    budgets = Path(recipe.init_adapter).parent.parent / BUDGETS
+    if not budgets.exists():
+        return 0
+    earlier = json.loads(budgets.read_text())["r2ec-contrastive"]
+    return earlier["samples"] + earlier.get("init_samples", 0)
+
+
 def train(settings: Settings, runs: Path, recipe: Recipe, modes: list[str]) -> dict[str, Any]:
     """Contrastive, then RecPO from the best contrastive adapter; returns (and writes) the budgets.
 
@@ -142,9 +152,15 @@ def train(settings: Settings, runs: Path, recipe: Recipe, modes: list[str]) -> d
         model, config = f"r2ec-{mode}", configs[mode]
         started = time.perf_counter()
         out = runs / CHECKPOINTS[model]
+        init, init_samples = "fresh LoRA", 0
         if config.mode == "recpo":
             recommender.load_adapter_weights(runs / CHECKPOINTS["r2ec-contrastive"] / "best")
             recommender.config = replace(recommender.config, reasoning=True)
+            init = "best r2ec-contrastive adapter"
+        elif recipe.init_adapter:
+            recommender.load_adapter_weights(Path(recipe.init_adapter))
+            init = f"adapter of {recipe.init_adapter} (fresh optimizer and warm-up)"
+            init_samples = samples_behind(recipe)
         logger = JsonlLogger(out / "metrics.jsonl")
         trainer = R2ecTrainer(recommender, data, config, logger, settings.show_progress, items)
         result = trainer.train(out)
@@ -152,7 +168,8 @@ def train(settings: Settings, runs: Path, recipe: Recipe, modes: list[str]) -> d
             **result.budget,
             "max_minutes": config.max_minutes,
             "best_valid_ndcg@10": result.best_valid_ndcg10,
-            "init": "best r2ec-contrastive adapter" if config.mode == "recpo" else "fresh LoRA",
+            "init": init,
+            "init_samples": init_samples,
             "train_wall_s": round(time.perf_counter() - started, 1),
             "train_peak_rss_mb": round(peak_rss_mb(), 1),
             "train_device": device_name(),
@@ -255,20 +272,21 @@ def plot_curves(runs: list[Path], out: Path) -> None:
             if not (run / folder / "metrics.jsonl").exists():
                 continue
             records = [json.loads(line) for line in (run / folder / "metrics.jsonl").read_text().splitlines()]
-            batch = budgets[model]["train_config"]["batch_size"]
+            batch, before = budgets[model]["train_config"]["batch_size"], budgets[model].get("init_samples", 0)
             label = f"{model} ({budgets[model]['train_device'].split(':')[0]}, {run.name})"
-            points = [(r["step"] * batch, r["valid_ndcg@10"]) for r in records if "valid_ndcg@10" in r]
+            points = [(before + r["step"] * batch, r["valid_ndcg@10"]) for r in records if "valid_ndcg@10" in r]
             (line,) = valid_axes.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
             steps = [r for r in records if "item_loss" in r and "chance_loss" in r]
             if len(steps) >= 15:
                 excess = np.convolve([r["item_loss"] - r["chance_loss"] for r in steps], np.ones(15) / 15, "valid")
-                loss_axes.plot([r["step"] * batch for r in steps[14:]], excess, color=line.get_color(), label=label)
-    valid_axes.set_xlabel("training samples (users) seen by this mode")
+                samples = [before + r["step"] * batch for r in steps[14:]]
+                loss_axes.plot(samples, excess, color=line.get_color(), label=label)
+    valid_axes.set_xlabel("training samples (users) seen by this mode, a continued run's earlier ones included")
     valid_axes.set_ylabel("validation NDCG@10 (seeded subset)")
     valid_axes.set_title("R²ec on ML-100k: validation during training")
     valid_axes.legend(fontsize=6)
     loss_axes.axhline(0, color="grey", linewidth=0.8)
-    loss_axes.set_xlabel("training samples (users) seen by this mode")
+    loss_axes.set_xlabel("training samples (users) seen by this mode, a continued run's earlier ones included")
     loss_axes.set_ylabel("item loss - chance loss, 15-step mean")
     loss_axes.set_title("item loss over chance: falling = learning")
     figure.tight_layout()
