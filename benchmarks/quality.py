@@ -8,6 +8,7 @@ Three phases, so that training and evaluation can run where each is affordable:
     the frozen lower layers of every item prompt are computed once and shared by both modes. Writes the
     checkpoints and ``budgets.json`` (samples, steps, rollouts, reasoning tokens, wall time, peak memory,
     device) under ``--runs`` (default ``var/bench/quality``), and the training curves as ``*/metrics.jsonl``.
+    ``--init-adapter RUN/contrastive/best`` continues an earlier contrastive run (fresh optimizer and warm-up).
 
 ``.venv/bin/python -m benchmarks.quality evaluate --n-test 2000 [--models ...]``
     scores each model with ``r2ec evaluate``'s job on the same fixed, seeded subset of ``--n-test`` test samples
