@@ -1,8 +1,8 @@
 """Where R²ec puts the targets of the cold-start slice: among all items, and among the items nobody chose in training.
 
-The trained rows of ``quality.md`` score 0 to 3 hits of 148 on the cold slice. This asks whether the item tower
-still orders the never-chosen items sensibly for those users (then a reserved "new items" slot, filled by the
-model's best never-chosen item, would recover them) or has lost that too.
+Trained rows score 0 to 3 hits of 148 on the cold slice (``quality.md``, ``quality_h100.md``). This asks whether
+the item tower still orders the never-chosen items sensibly for those users (then a reserved "new items" slot,
+filled by the model's best never-chosen item, would recover them) or has lost that too.
 
 ``.venv/bin/python -m benchmarks.cold_start [CHECKPOINT ...]`` scores ML-100k's cold-start test samples with the
 untrained model and each checkpoint (w/o reasoning; set ``R2EC_DTYPE`` for the weights' dtype) and writes
@@ -54,7 +54,7 @@ def rank_figures(model: Recommender, data: PreparedData, batch_size: int) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", type=Path, nargs="*", help="trained checkpoints (folders with r2ec.json)")
+    parser.add_argument("checkpoints", type=Path, nargs="*", help="trained RUN/contrastive/best folders (labelled RUN)")
     args = parser.parse_args()
     settings = load_settings(progress=False)
     data = load_prepared(settings, DATASET)
@@ -65,11 +65,12 @@ def main() -> None:
         label = name if checkpoint is None else f"{name} {checkpoint.parent.parent.name}"
         for figure, value in rank_figures(model, data, settings.inference_batch_size).items():
             figures[f"{label}: {figure}"] = value
+    weights_dtype = settings.dtype or "each checkpoint's own"
     notes = [
         f"Chance of a target being first among the {n_never} never-chosen items: {n_cold}/{n_never} = "
         f"{n_cold / n_never:.1f} of {n_cold} samples; median rank by chance ~{(n_never + 1) / 2:.0f} among them, "
         f"~{(data.n_items + 1) / 2:.0f} among all {data.n_items} items.",
-        f"Weights dtype: {settings.dtype or 'each checkpoint own'}; one run.",
+        f"Weights dtype: {weights_dtype}; one run.",
     ]
     dtype = f"R2EC_DTYPE={os.environ['R2EC_DTYPE']} " if "R2EC_DTYPE" in os.environ else ""
     command = f"{dtype}.venv/bin/python -m benchmarks.cold_start {' '.join(sys.argv[1:])}"
