@@ -80,6 +80,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         learning_rate=args.lr,
         warmup_steps=args.warmup_steps,
+        upcoming_targets=args.upcoming_targets,
         group_size=args.group_size,
         max_new_tokens=args.max_new_tokens,
         eval_every=args.eval_every,
@@ -239,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=16)
     tr.add_argument("--lr", type=float, default=3e-4)
     tr.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up")
+    tr.add_argument(
+        "--upcoming-targets",
+        type=int,
+        default=1,
+        help="contrastive: train each user prompt towards its target and the user's next N-1 training targets",
+    )
     tr.add_argument("--group-size", type=int, default=4)
     tr.add_argument("--max-new-tokens", type=int, default=32)
     tr.add_argument("--history-items", type=int, default=10)

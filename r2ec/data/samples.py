@@ -43,6 +43,23 @@ class Samples:
         """Rows ``index`` of every array, as a new Samples."""
         return Samples(**{name: getattr(self, name)[index] for name in self.__dataclass_fields__})
 
+    def upcoming_targets(self, k: int) -> np.ndarray:
+        """(n, k) int64: each sample's target, then the targets of the same user's next ``k - 1`` samples in time.
+
+        ``PAD`` past a user's last sample in this table; only this table's samples count, so the training split
+        never reaches into the later validation or test windows.
+        """
+        if k < 1:
+            raise ValueError("k must be >= 1")
+        order = np.lexsort((np.arange(len(self)), self.target_time, self.user_id))
+        users, targets = self.user_id[order], self.target[order]
+        upcoming = np.full((len(self), k), PAD, dtype=np.int64)
+        for j in range(k):
+            later = np.minimum(np.arange(len(order)) + j, len(order) - 1)
+            same_user = (np.arange(len(order)) + j < len(order)) & (users[later] == users)
+            upcoming[order, j] = np.where(same_user, targets[later], PAD)
+        return upcoming
+
 
 @dataclass(frozen=True)
 class PreparedData:

@@ -43,6 +43,11 @@ class TrainConfig:
             chose in the training window (often not released yet) is otherwise taught to be unwanted, and the
             logQ correction makes each such draw a strong push down; the cold-start slice is made of such items.
             Measured on ML-100k (20 CPU-minutes): the cold slice still scored 0 (``negatives_ablation.md``).
+        upcoming_targets: contrastive mode only: each user prompt is trained towards its target and the same
+            user's next ``upcoming_targets - 1`` training targets, each a positive of its own softmax with the
+            others masked out (a dense "all upcoming actions" loss, as in Pinterest's PinnerFormer). The user
+            forward is most of a CPU step; this gives it several targets' worth of supervision for the price of
+            a few more short item prompts through the LoRA layers.
         sampling_correction: subtract from each candidate's logit the log of its expected count among the
             candidates (logQ correction, Yi et al. 2019). Targets and popularity-drawn negatives over-represent
             popular items; uncorrected, the sampled softmax learns to demote them, although the full-catalogue
@@ -79,6 +84,7 @@ class TrainConfig:
     negative_gradients: bool = True
     popularity_negatives: bool = True
     negatives_from_train_targets: bool = False
+    upcoming_targets: int = 1
     sampling_correction: bool = True
 
     eval_every: int = 25
@@ -96,6 +102,8 @@ class TrainConfig:
             raise ValueError("item_loss_top must be between 1 and group_size")
         if not 0 <= self.beta <= 1:
             raise ValueError("beta must be in [0, 1]")
+        if self.upcoming_targets < 1 or (self.upcoming_targets > 1 and self.mode != "contrastive"):
+            raise ValueError("upcoming_targets must be >= 1, and 1 outside contrastive mode (rewards rank one target)")
         if self.warmup_steps < 0:
             raise ValueError("warmup_steps must be >= 0")
         if self.max_steps < 1 or self.eval_every < 1 or self.patience < 1:

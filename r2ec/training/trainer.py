@@ -9,7 +9,7 @@ whole item table only run the LoRA layers.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup
 
-from r2ec.data.samples import PreparedData, Samples
+from r2ec.data.samples import PAD, PreparedData, Samples
 from r2ec.evaluation.evaluator import sample_ranks
 from r2ec.evaluation.metrics import mask_history, ranking_metrics, target_ranks
 from r2ec.modeling.generation import GenerationSettings, Rollouts, generate_rollouts, left_pad
@@ -95,14 +95,18 @@ class FrozenLayerCache:
 
 @dataclass(frozen=True)
 class Candidates:
-    """The item side of one step's item loss.
+    """The item side of one step's item loss, one row per (user, positive) pair.
 
-    ``vectors`` (C, d) unit vectors of the batch's targets then sampled negatives; ``labels`` (B,)
-    each user's target among them; ``history_mask`` (B, C) True where a candidate is in the user's history;
-    ``log_q`` (C,) the sampling correction subtracted from each candidate's logit (None: uncorrected).
+    ``items`` (C,) catalogue indices of the batch's positives then sampled negatives, ``vectors`` (C, d) their
+    unit vectors; ``users`` (P,) the batch row of each pair; ``labels`` (P,) its positive among the candidates;
+    ``history_mask`` (P, C) True where a candidate must not compete (in the user's history, or another positive
+    of the same user); ``log_q`` (C,) the sampling correction subtracted from each candidate's logit (None:
+    uncorrected). With one positive per user (RecPO, plain contrastive), pair i is batch row i.
     """
 
+    items: np.ndarray
     vectors: torch.Tensor
+    users: torch.Tensor
     labels: torch.Tensor
     history_mask: torch.Tensor
     log_q: torch.Tensor | None
@@ -160,7 +164,9 @@ class R2ecTrainer:
         self.log_q = None
         if config.sampling_correction:
             n_negatives = min(config.n_negatives, int(np.count_nonzero(self.negative_probs)))
-            self.log_q = sampling_log_q(target_probs, self.negative_probs, config.batch_size, n_negatives)
+            n_positives = config.batch_size * config.upcoming_targets
+            self.log_q = sampling_log_q(target_probs, self.negative_probs, n_positives, n_negatives)
+        self.upcoming = data.train.upcoming_targets(config.upcoming_targets)
         n_valid = min(config.eval_samples, len(data.valid))
         self.valid = data.valid.take(np.sort(self.rng.choice(len(data.valid), n_valid, replace=False)))
         self.valid_cache = self.user_cache(self.valid)
@@ -191,8 +197,8 @@ class R2ecTrainer:
         self.recommender.set_item_table(self.data.items, self.item_cache.all_last_hidden(), refit_mean=True)
         self.item_table_built = True
 
-    def _candidates(self, batch: Samples) -> Candidates:
-        """Candidate item vectors for the item loss: the batch's targets and sampled negatives.
+    def _candidates(self, batch: Samples, positives: np.ndarray) -> Candidates:
+        """Candidate item vectors for the item loss: the batch's ``positives`` ((B, k), PAD-filled) and negatives.
 
         Every candidate is re-encoded with the current adapters (only the LoRA layers run, from the frozen-layer
         cache): stale vectors from the item table would offer a shortcut, since fresh vectors share the adapters'
@@ -203,7 +209,9 @@ class R2ecTrainer:
         if not self.item_table_built:
             self.refresh_item_table()
         device = self.recommender.device
-        targets = np.unique(batch.target)
+        pair_user, pair_slot = np.nonzero(positives != PAD)
+        pair_item = positives[pair_user, pair_slot]
+        targets = np.unique(pair_item)
         pool = np.setdiff1d(np.flatnonzero(self.negative_probs), targets)
         n_neg = min(self.config.n_negatives, len(pool))
         probs = self.negative_probs[pool] / self.negative_probs[pool].sum()
@@ -214,11 +222,19 @@ class R2ecTrainer:
         ids = np.concatenate([targets, negatives])
         vectors = self.recommender.project(torch.cat([target_raw, negative_raw]))
         self.recommender.item_table[torch.from_numpy(ids)] = vectors.detach().cpu()
-        labels = torch.from_numpy(np.searchsorted(targets, batch.target))
-        in_history = (batch.history[:, :, None] == ids[None, None, :]).any(axis=1)
-        in_history[np.arange(len(batch)), labels.numpy()] = False
+        labels = np.searchsorted(targets, pair_item)
+        excluded = np.concatenate([batch.history, positives], axis=1)[pair_user]
+        masked = (excluded[:, :, None] == ids[None, None, :]).any(axis=1)
+        masked[np.arange(len(labels)), labels] = False
         log_q = None if self.log_q is None else self.log_q[torch.from_numpy(ids)].to(device)
-        return Candidates(vectors, labels.to(device), torch.from_numpy(in_history).to(device), log_q)
+        return Candidates(
+            ids,
+            vectors,
+            torch.from_numpy(pair_user).to(device),
+            torch.from_numpy(labels).to(device),
+            torch.from_numpy(masked).to(device),
+            log_q,
+        )
 
     # RecPO ------------------------------------------------------------------------------------------
 
@@ -251,13 +267,13 @@ class R2ecTrainer:
             "advantages": group_advantages(fused, self.config.group_size),
         }
 
-    def _recpo_loss(self, batch: Samples) -> tuple[torch.Tensor, dict[str, float]]:
+    def _recpo_loss(self, batch: Samples, positives: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
         rollouts = self._generate(batch)
         model, device = self.recommender.model, self.recommender.device
         ids, mask = rollouts.input_ids.to(device), rollouts.attention_mask.to(device)
         completion = rollouts.completion_mask.to(device)
         states = hidden_states(model, ids, mask)
-        candidates = self._candidates(batch)
+        candidates = self._candidates(batch, positives)
         users = self.recommender.project(at_last_token(states, mask))
         rewards = self._calculate_rewards(users.detach().cpu(), batch)
         advantages = rewards["advantages"].to(device)
@@ -300,16 +316,16 @@ class R2ecTrainer:
 
     # contrastive ------------------------------------------------------------------------------------
 
-    def _contrastive_loss(self, batch: Samples) -> tuple[torch.Tensor, dict[str, float]]:
+    def _contrastive_loss(self, batch: Samples, positives: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
         device = self.recommender.device
         ids, mask = left_pad(
             self.recommender.user_prompt_ids(batch, self.data.items), self.recommender.tokenizer.pad_token_id
         )
         ids, mask = ids.to(device), mask.to(device)
         raw = at_last_token(hidden_states(self.recommender.model, ids, mask), mask)
-        candidates = self._candidates(batch)
-        users = self.recommender.project(raw)
-        weights = torch.ones(len(batch), device=device)
+        candidates = self._candidates(batch, positives)
+        users = self.recommender.project(raw)[candidates.users]
+        weights = torch.ones(len(users), device=device)
         tau = self.recommender.config.tau
         loss = item_softmax_loss(
             users, candidates.vectors, candidates.labels, weights, tau, candidates.history_mask, candidates.log_q
@@ -350,11 +366,13 @@ class R2ecTrainer:
         ranks = self.sample_ranks(self.valid, self.valid_cache)
         return {f"valid_{k}": v for k, v in ranking_metrics(ranks).items()}
 
-    def _batches(self):
+    def _batches(self) -> Iterator[tuple[Samples, np.ndarray]]:
+        """Shuffled training batches, endlessly: the samples and their (B, upcoming_targets) positives."""
         while True:
             order = self.rng.permutation(len(self.data.train))
             for start in range(0, len(order) - self.config.batch_size + 1, self.config.batch_size):
-                yield self.data.train.take(np.sort(order[start : start + self.config.batch_size]))
+                index = np.sort(order[start : start + self.config.batch_size])
+                yield self.data.train.take(index), self.upcoming[index]
 
     def _budget_left(self, started: float) -> bool:
         config, budget = self.config, self.budget
@@ -379,11 +397,11 @@ class R2ecTrainer:
         loss_fn = self._recpo_loss if config.mode == "recpo" else self._contrastive_loss
         bar = tqdm(total=config.max_steps, disable=not self.progress, desc=f"training ({config.mode})")
         model.train()
-        for batch in self._batches():
+        for batch, positives in self._batches():
             if not self._budget_left(started):
                 break
             step_started = time.perf_counter()
-            loss, stats = loss_fn(batch)
+            loss, stats = loss_fn(batch, positives)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from r2ec.data.samples import PAD
 from r2ec.modeling.backbone import LoraSettings
 from r2ec.training.config import TrainConfig
 from r2ec.training.logging import JsonlLogger
@@ -128,7 +129,7 @@ def recpo_trainer(tiny_cache, synthetic_data) -> R2ecTrainer:
 
 def test_item_loss_reaches_the_item_tower(recpo_trainer: R2ecTrainer, synthetic_data) -> None:
     batch = synthetic_data.train.take(slice(0, 4))
-    candidates = recpo_trainer._candidates(batch)
+    candidates = recpo_trainer._candidates(batch, batch.target[:, None])
     device = candidates.vectors.device
     users = recpo_trainer.recommender.item_table[torch.from_numpy(batch.history[:, 0])].to(device)
     weights = torch.ones(4, device=device)
@@ -143,11 +144,31 @@ def test_negatives_carry_gradient_only_when_asked(
 ) -> None:
     recpo_trainer.config = replace(recpo_trainer.config, negative_gradients=negative_gradients)
     batch = synthetic_data.train.take(slice(0, 4))
-    candidates = recpo_trainer._candidates(batch)
+    candidates = recpo_trainer._candidates(batch, batch.target[:, None])
     n_targets = len(np.unique(batch.target))
     candidates.vectors[n_targets:].sum().backward()  # a loss of the negatives alone
     lora_grads = [p.grad for n, p in recpo_trainer.recommender.model.named_parameters() if "lora_B" in n]
     assert any(g is not None and g.abs().sum() > 0 for g in lora_grads) == negative_gradients
+
+
+def test_upcoming_targets_are_positives_of_their_own_softmax(tiny_cache, synthetic_data) -> None:
+    """Each (user, upcoming target) pair is one softmax row: its own positive competes, the user's other positives
+    and history do not; batch rows without a later target give fewer pairs."""
+    recommender = tiny_recommender(tiny_cache, reasoning=False)
+    config = TrainConfig(batch_size=4, upcoming_targets=3, n_negatives=16, eval_samples=8)
+    trainer = R2ecTrainer(recommender, synthetic_data, config)
+    positives = np.array([[3, 5, 7], [5, 9, PAD], [11, PAD, PAD], [13, 15, 17]])
+    batch = synthetic_data.train.take(np.arange(4))
+    candidates = trainer._candidates(batch, positives)
+    items = candidates.items
+    pairs = [(int(r), int(items[c])) for r, c in zip(candidates.users.cpu(), candidates.labels.cpu(), strict=True)]
+    assert pairs == [(row, int(item)) for row in range(4) for item in positives[row] if item != PAD]
+    for pair, (row, item) in enumerate(pairs):
+        masked = set(items[candidates.history_mask[pair].cpu().numpy()].tolist())
+        assert item not in masked
+        assert {int(i) for i in positives[row] if i not in (PAD, item)} <= masked
+    loss, _ = trainer._contrastive_loss(batch, positives)
+    assert torch.isfinite(loss)
 
 
 def test_the_contrastive_loss_can_overfit_one_batch(tiny_cache, synthetic_data) -> None:
@@ -159,7 +180,7 @@ def test_the_contrastive_loss_can_overfit_one_batch(tiny_cache, synthetic_data) 
     negatives_state = trainer.rng.bit_generator.state
     for _ in range(50):
         trainer.rng.bit_generator.state = negatives_state
-        loss, stats = trainer._contrastive_loss(batch)
+        loss, stats = trainer._contrastive_loss(batch, batch.target[:, None])
         trainer.optimizer.zero_grad()
         loss.backward()
         trainer.optimizer.step()
@@ -220,6 +241,8 @@ def test_train_config_rejects_inconsistent_values() -> None:
         TrainConfig(mode="dpo")
     with pytest.raises(ValueError, match="item_loss_top"):
         TrainConfig(item_loss_top=5, group_size=4)
+    with pytest.raises(ValueError, match="upcoming_targets"):
+        TrainConfig(mode="recpo", upcoming_targets=2)
 
 
 def test_negatives_can_be_kept_to_items_someone_chose_in_training() -> None:

@@ -88,3 +88,17 @@ def test_users_with_one_interaction_give_no_sample() -> None:
     )
     data = prepare("tiny", log, pd.DataFrame({"item_id": ["x", "y"], "title": ["X", "Y"]}))
     assert len(data.train) + len(data.valid) + len(data.test) == 1
+
+
+def test_upcoming_targets_follow_each_user_in_time_within_the_split(synthetic_data: PreparedData) -> None:
+    train = synthetic_data.train
+    upcoming = train.upcoming_targets(3)
+    assert (upcoming[:, 0] == train.target).all()
+    for user in np.unique(train.user_id)[:20]:
+        rows = np.flatnonzero(train.user_id == user)
+        rows = rows[np.argsort(train.target_time[rows], kind="stable")]
+        later = [*train.target[rows].tolist(), PAD, PAD]
+        for position, row in enumerate(rows):
+            assert upcoming[row].tolist() == later[position : position + 3]
+    # nothing from the later windows: a user's last training sample has no upcoming target beyond itself
+    assert (upcoming == PAD).any()
