@@ -54,10 +54,9 @@ class Samples:
         order = np.lexsort((np.arange(len(self)), self.target_time, self.user_id))
         users, targets = self.user_id[order], self.target[order]
         upcoming = np.full((len(self), k), PAD, dtype=np.int64)
-        for j in range(k):
-            later = np.minimum(np.arange(len(order)) + j, len(order) - 1)
-            same_user = (np.arange(len(order)) + j < len(order)) & (users[later] == users)
-            upcoming[order, j] = np.where(same_user, targets[later], PAD)
+        for j in range(k):  # sorted row i's j-th upcoming target is sorted row i + j, if the same user's
+            same_user = users[j:] == users[: len(users) - j]
+            upcoming[order[: len(order) - j], j] = np.where(same_user, targets[j:], PAD)
         return upcoming
 
 

@@ -324,14 +324,15 @@ class R2ecTrainer:
         ids, mask = ids.to(device), mask.to(device)
         raw = at_last_token(hidden_states(self.recommender.model, ids, mask), mask)
         candidates = self._candidates(batch, positives)
-        users = self.recommender.project(raw)[candidates.users]
+        batch_users = self.recommender.project(raw)
+        users = batch_users[candidates.users]  # one row per (user, positive) pair
         weights = torch.ones(len(users), device=device)
         tau = self.recommender.config.tau
         loss = item_softmax_loss(
             users, candidates.vectors, candidates.labels, weights, tau, candidates.history_mask, candidates.log_q
         )
         with torch.no_grad():
-            spread = cosine_scores(users.cpu(), self.recommender.item_table, tau).std(dim=1).mean()
+            spread = cosine_scores(batch_users.cpu(), self.recommender.item_table, tau).std(dim=1).mean()
             # the loss of scores that ignore the user (all equal): what a run that learns nothing converges to
             chance = item_softmax_loss(
                 torch.zeros_like(users),
