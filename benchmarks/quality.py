@@ -50,7 +50,16 @@ DATASET = "ml-100k"
 BUDGETS = "budgets.json"
 CHECKPOINTS = {"r2ec-contrastive": "contrastive", "r2ec-recpo": "recpo"}
 PRIOR = "+popularity-prior"  # suffix of a row scored with the popularity prior (method.md §7), never the model alone
-MODELS = ("popularity", "sasrec", "r2ec-zero-shot", *CHECKPOINTS, *(f"{m}{PRIOR}" for m in CHECKPOINTS))
+NEW_ITEM_SLOTS = 1  # places of the top 10 that a "+new-item-slots" row gives to new items
+SLOT = "+new-item-slots"  # suffix of a row scored with that policy (r2ec/new_item_slots.py), never the model alone
+MODELS = (
+    "popularity",
+    "sasrec",
+    "r2ec-zero-shot",
+    *CHECKPOINTS,
+    *(f"{m}{PRIOR}" for m in CHECKPOINTS),
+    *(f"{m}{SLOT}" for m in ("popularity", *CHECKPOINTS)),
+)
 
 
 def device_name() -> str:
@@ -191,17 +200,19 @@ def evaluate_models(settings: Settings, runs: Path, models: list[str], n_test: i
     rows = []
     for model in models:
         started = time.perf_counter()
-        base, prior = model.removesuffix(PRIOR), model.endswith(PRIOR)
+        base = model.removesuffix(PRIOR).removesuffix(SLOT)
+        slots = NEW_ITEM_SLOTS if model.endswith(SLOT) else 0
+        policies = {"popularity_prior": model.endswith(PRIOR), "new_item_slots": slots}
         if base in CHECKPOINTS:
             checkpoint = runs / CHECKPOINTS[base] / "best"
             if base not in budgets:
                 raise SystemExit(f"{base}: no budget in {runs / BUDGETS}; run the train phase first")
-            report = evaluate.run(
-                settings, "r2ec", DATASET, checkpoint=checkpoint, max_samples=n_test, popularity_prior=prior
-            )
-            budget = {**budgets[base], **{k: v for k, v in report["budget"].items() if k.startswith("prior_")}}
+            report = evaluate.run(settings, "r2ec", DATASET, checkpoint=checkpoint, max_samples=n_test, **policies)
+            policy = {k: v for k, v in report["budget"].items() if k.startswith(("prior_", "new_item", "slots_"))}
+            budget = {**budgets[base], **policy}
         else:
-            report = evaluate.run(settings, "r2ec" if model == "r2ec-zero-shot" else model, DATASET, max_samples=n_test)
+            name = "r2ec" if base == "r2ec-zero-shot" else base
+            report = evaluate.run(settings, name, DATASET, max_samples=n_test, **policies)
             budget = report["budget"]
         assert report["model"] == model, (report["model"], model)
         eval_wall = round(time.perf_counter() - started, 1)

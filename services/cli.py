@@ -62,6 +62,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         max_samples=args.max_samples,
         popularity_prior=args.popularity_prior,
+        new_item_slots=args.new_item_slots,
     )
     _print_json_or_table(result, args.json)
     return 0
@@ -224,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--popularity-prior",
         action="store_true",
         help="add weight * log(1 + training count) to the scores, the weight picked on validation (own row name)",
+    )
+    ev.add_argument(
+        "--new-item-slots",
+        type=int,
+        default=0,
+        metavar="N",
+        help="give N places of every top 10 to the best-scored items nobody chose in training (own row name)",
     )
     ev.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
     ev.set_defaults(handler=cmd_evaluate)

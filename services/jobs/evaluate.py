@@ -62,13 +62,15 @@ def run(
     checkpoint: Path | None = None,
     max_samples: int | None = None,
     popularity_prior: bool = False,
+    new_item_slots: int = 0,
 ) -> dict[str, Any]:
     """Fit (or load) ``model``, evaluate on ``split``; the JSON shape of ``r2ec evaluate``.
 
     ``max_samples`` evaluates a fixed, seeded subset of that many samples plus the whole cold-start slice
     (the LLM modes are too slow for the full split on a CPU); the result says so. ``popularity_prior`` adds
     weight * log(1 + training count) to the model's scores, the weight chosen on validation; the row is named
-    ``<model>+popularity-prior`` so it is never mistaken for the model alone.
+    ``<model>+popularity-prior`` so it is never mistaken for the model alone. ``new_item_slots`` > 0 gives that many
+    of every top 10 to the best-scored items nobody chose in training (row ``<model>+new-item-slots``).
     """
     started = time.perf_counter()
     data = load_prepared(settings, dataset)
@@ -80,6 +82,11 @@ def run(
         from r2ec.baselines.popularity import PopularityPrior
 
         recommender, model = PopularityPrior(recommender, seed=settings.seed), f"{model}+popularity-prior"
+    if new_item_slots:
+        from r2ec.new_item_slots import NewItemSlots
+
+        recommender = NewItemSlots(recommender, slots=new_item_slots)
+        model = f"{model}+new-item-slots"
     samples, overall = data.split(split), None
     if max_samples is not None:
         samples, overall = evaluation_subset(samples, max_samples, settings.seed)

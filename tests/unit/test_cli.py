@@ -62,3 +62,11 @@ def test_prepare_then_evaluate_json_shape(r2ec_home: Path, tmp_path: Path, capsy
     with_prior = json.loads(path.read_text())
     assert code == 0 and with_prior["model"] == "popularity+popularity-prior"
     assert with_prior["budget"]["prior_weight"] in PRIOR_WEIGHTS
+
+    slots = ["evaluate", "--model", "popularity", "--dataset", "synthetic", "--new-item-slots"]
+    code, _, _ = run([*slots, "1", "--json", str(path)], capsys)
+    slotted = json.loads(path.read_text())
+    assert code == 0 and slotted["model"] == "popularity+new-item-slots"
+    assert slotted["budget"]["new_item_slots"] == 1
+    code, _, err = run([*slots, "11"], capsys)
+    assert code != 0 and "slots" in err and "Traceback" not in err
