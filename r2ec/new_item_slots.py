@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from r2ec.data.samples import PreparedData, Samples
@@ -77,5 +76,5 @@ class NewItemSlots(Recommender):
     def full_sort_predict(self, batch: Samples) -> torch.Tensor:
         if self.new_items is None:
             raise RuntimeError("NewItemSlots.fit must run before scoring")
-        scores = mask_history(self.base.full_sort_predict(batch), torch.from_numpy(np.asarray(batch.history)))
+        scores = mask_history(self.base.full_sort_predict(batch), torch.from_numpy(batch.history))
         return reserve_new_item_slots(scores, self.new_items.to(scores.device), self.slots, self.k)
