@@ -4,9 +4,10 @@ Run: ``.venv/bin/python -m benchmarks.training_speed`` (writes benchmarks/result
 Every variant trains the real SmolLM2-135M on ML-100k train batches; we time ``loss + backward + AdamW step``
 (median of the timed steps after one warm-up step) and report samples/s and the ratio to the first variant.
 Item negatives come from a random item table: the cost of a step does not depend on its values.
-Contrastive variants use 8 users per step: the straightforward variant at 16 users (~400-token prompts,
-fp32, activations of all 30 layers kept for backward) was killed for memory on this 24 GB machine; the last
-contrastive variant shows the quality benchmark's 16. Run it alone on the machine: every variant shares the cores.
+Contrastive variants use 4 users per step: the straightforward variant (~400-token prompts, fp32, activations
+of all 30 layers kept for backward, 64 item negatives with gradient) was killed for memory on this 24 GB machine
+at 16 users, and at 8 in two runs of 2026-11-26 (24 GB peak; an earlier run at 8 had fit); the last contrastive
+variants show the quality benchmark's 16. Run it alone on the machine: every variant shares the cores.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Variant:
     name: str
     config: R2ecConfig
     mode: str = "contrastive"
-    users: int = 8
+    users: int = 4
     warm_items: bool = False
     upcoming_targets: int = 1  # positives per user prompt (TrainConfig.upcoming_targets)
 
