@@ -19,6 +19,11 @@ from r2ec.evaluation.metrics import mask_history
 from r2ec.recommender import Recommender
 
 
+def _check_slots(slots: int, k: int) -> None:
+    if not 0 < slots <= k:
+        raise ValueError(f"need 0 < slots <= k, got slots={slots}, k={k}")
+
+
 def reserve_new_item_slots(scores: torch.Tensor, new_items: torch.Tensor, slots: int, k: int) -> torch.Tensor:
     """Scores whose top ``k`` holds at least ``slots`` new items wherever enough unmasked new items exist.
 
@@ -26,8 +31,7 @@ def reserve_new_item_slots(scores: torch.Tensor, new_items: torch.Tensor, slots:
     not already in it; these take the last places of the top ``k`` in their own order. Every other item keeps its
     relative order below. ``scores`` is (B, n) with masked items at -inf; ``new_items`` is an (n,) bool mask.
     """
-    if not 0 < slots <= k:
-        raise ValueError(f"need 0 < slots <= k, got slots={slots}, k={k}")
+    _check_slots(slots, k)
     scores = scores.float()
     top = scores.topk(min(k, scores.shape[1]), dim=1).indices
     finite = torch.isfinite(scores)
@@ -60,8 +64,7 @@ class NewItemSlots(Recommender):
     """
 
     def __init__(self, base: Recommender, slots: int = 1, k: int = 10) -> None:
-        if not 0 < slots <= k:
-            raise ValueError(f"need 0 < slots <= k, got slots={slots}, k={k}")
+        _check_slots(slots, k)  # before fit: a bad count fails at once, not after the model is loaded
         self.base = base
         self.name = f"{base.name}+new-item-slots"
         self.slots = slots
