@@ -88,6 +88,7 @@ class Recipe:
     sampling_correction: bool = True  # logQ correction of the sampled item softmax
     popularity_negatives: bool = True  # else uniform
     negatives_from_train_targets: bool = False  # items nobody chose in training are never negatives
+    item_gradients: bool = True  # the item loss trains the item tower (else only the user side learns)
     upcoming_targets: int = 1  # contrastive positives per user prompt: its target and the user's next ones
     show_year: bool = True  # release year in item prompts
     init_adapter: str = ""  # contrastive continues from this checkpoint's adapter (a run's best/), not a fresh LoRA
@@ -107,6 +108,7 @@ def contrastive_config(recipe: Recipe) -> TrainConfig:
         sampling_correction=recipe.sampling_correction,
         popularity_negatives=recipe.popularity_negatives,
         negatives_from_train_targets=recipe.negatives_from_train_targets,
+        item_gradients=recipe.item_gradients,
         upcoming_targets=recipe.upcoming_targets,
     )
 
@@ -126,6 +128,7 @@ def recpo_config(recipe: Recipe) -> TrainConfig:
         sampling_correction=recipe.sampling_correction,
         popularity_negatives=recipe.popularity_negatives,
         negatives_from_train_targets=recipe.negatives_from_train_targets,
+        item_gradients=recipe.item_gradients,
     )
 
 

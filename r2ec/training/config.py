@@ -38,6 +38,10 @@ class TrainConfig:
             reached test NDCG@10 0.0214 without, 0.0414 with (from 0.0114), and could not overfit one batch
             without it. Costs the backward of ``n_negatives`` short item prompts through the LoRA layers (~10%
             of a real-model CPU step).
+        item_gradients: let the item loss train the item tower at all. Off, the candidates' vectors are read with
+            the current adapters but without grad: the adapters learn only from the user side, so no item is
+            rewarded for having been chosen in the training window (the suspected reason why items nobody chose
+            there, the cold-start slice, sink below every chosen one); ``negative_gradients`` is then moot.
         popularity_negatives: draw negatives by training popularity (else uniformly).
         negatives_from_train_targets: draw negatives only among items that are a training target. An item nobody
             chose in the training window (often not released yet) is otherwise taught to be unwanted, and the
@@ -82,6 +86,7 @@ class TrainConfig:
 
     n_negatives: int = 64
     negative_gradients: bool = True
+    item_gradients: bool = True
     popularity_negatives: bool = True
     negatives_from_train_targets: bool = False
     upcoming_targets: int = 1

@@ -203,8 +203,9 @@ class R2ecTrainer:
         Every candidate is re-encoded with the current adapters (only the LoRA layers run, from the frozen-layer
         cache): stale vectors from the item table would offer a shortcut, since fresh vectors share the adapters'
         latest drift. Negatives carry gradient unless ``negative_gradients`` is off; without it only targets move,
-        and an item that is seldom a target is never pushed down (a popularity-only log is then not learnt). The
-        fresh vectors also replace their rows of the item table, which RecPO's rewards rank against.
+        and an item that is seldom a target is never pushed down (a popularity-only log is then not learnt).
+        With ``item_gradients`` off no candidate carries gradient. The fresh vectors also replace their rows of the
+        item table, which RecPO's rewards rank against.
         """
         if not self.item_table_built:
             self.refresh_item_table()
@@ -216,8 +217,9 @@ class R2ecTrainer:
         n_neg = min(self.config.n_negatives, len(pool))
         probs = self.negative_probs[pool] / self.negative_probs[pool].sum()
         negatives = np.sort(self.rng.choice(pool, n_neg, replace=False, p=probs))
-        target_raw = self.item_cache.last_hidden(targets.tolist())
-        with torch.set_grad_enabled(self.config.negative_gradients):
+        with torch.set_grad_enabled(self.config.item_gradients):
+            target_raw = self.item_cache.last_hidden(targets.tolist())
+        with torch.set_grad_enabled(self.config.item_gradients and self.config.negative_gradients):
             negative_raw = self.item_cache.last_hidden(negatives.tolist())
         ids = np.concatenate([targets, negatives])
         vectors = self.recommender.project(torch.cat([target_raw, negative_raw]))

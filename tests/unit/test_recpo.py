@@ -138,17 +138,26 @@ def test_item_loss_reaches_the_item_tower(recpo_trainer: R2ecTrainer, synthetic_
     assert any(g is not None and g.abs().sum() > 0 for g in lora_grads)
 
 
-@pytest.mark.parametrize("negative_gradients", [True, False])
-def test_negatives_carry_gradient_only_when_asked(
-    recpo_trainer: R2ecTrainer, synthetic_data, negative_gradients
+@pytest.mark.parametrize(
+    ("item_gradients", "negative_gradients", "targets_move", "negatives_move"),
+    [(True, True, True, True), (True, False, True, False), (False, True, False, False)],
+)
+def test_candidates_carry_gradient_only_when_asked(
+    recpo_trainer: R2ecTrainer, synthetic_data, item_gradients, negative_gradients, targets_move, negatives_move
 ) -> None:
-    recpo_trainer.config = replace(recpo_trainer.config, negative_gradients=negative_gradients)
+    recpo_trainer.config = replace(
+        recpo_trainer.config, item_gradients=item_gradients, negative_gradients=negative_gradients
+    )
     batch = synthetic_data.train.take(slice(0, 4))
     candidates = recpo_trainer._candidates(batch, batch.target[:, None])
     n_targets = len(np.unique(batch.target))
-    candidates.vectors[n_targets:].sum().backward()  # a loss of the negatives alone
-    lora_grads = [p.grad for n, p in recpo_trainer.recommender.model.named_parameters() if "lora_B" in n]
-    assert any(g is not None and g.abs().sum() > 0 for g in lora_grads) == negative_gradients
+    for part, moves in ((slice(0, n_targets), targets_move), (slice(n_targets, None), negatives_move)):
+        recpo_trainer.recommender.model.zero_grad()
+        vectors = candidates.vectors[part]
+        if vectors.requires_grad:
+            vectors.sum().backward(retain_graph=True)  # a loss of these candidates alone
+        lora_grads = [p.grad for n, p in recpo_trainer.recommender.model.named_parameters() if "lora_B" in n]
+        assert any(g is not None and g.abs().sum() > 0 for g in lora_grads) == moves
 
 
 def test_upcoming_targets_are_positives_of_their_own_softmax(tiny_cache, synthetic_data) -> None:
