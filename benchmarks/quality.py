@@ -81,6 +81,7 @@ class Recipe:
     contrastive_lr: float = 3e-4
     batch_size: int = 16  # users per contrastive step
     warmup_steps: int = 0  # linear learning-rate warm-up of the contrastive run
+    recency_half_life_days: float = 0.0  # > 0: recency-weighted batches of the contrastive run (days)
     eval_every: int = 15  # contrastive steps between validations
     patience: int = 4
     eval_samples: int = 200  # validation users of the contrastive run
@@ -102,6 +103,7 @@ def contrastive_config(recipe: Recipe) -> TrainConfig:
         batch_size=recipe.batch_size,
         learning_rate=recipe.contrastive_lr,
         warmup_steps=recipe.warmup_steps,
+        recency_half_life_days=recipe.recency_half_life_days or None,
         eval_every=recipe.eval_every,
         eval_samples=recipe.eval_samples,
         patience=recipe.patience,

@@ -21,6 +21,9 @@ class TrainConfig:
             a 135M model with top-layer LoRA learns faster with a larger lr).
         warmup_steps: the learning rate rises linearly from 0 over these steps, then stays constant (runs stop
             on a time budget, so there is no known end to decay towards).
+        recency_half_life_days: draw each batch's samples with a weight that halves every this many days
+            before the training window's last target (None: shuffled epochs, every sample alike). A CPU budget
+            covers a fraction of an epoch; this spends it on the samples nearest the window the model will serve.
 
     Parameters of RecPO (method.md §3):
         group_size: rollouts per user (G).
@@ -73,6 +76,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     warmup_steps: int = 0
+    recency_half_life_days: float | None = None
 
     group_size: int = 4
     temperature: float = 1.5
@@ -111,5 +115,7 @@ class TrainConfig:
             raise ValueError("upcoming_targets must be >= 1, and 1 outside contrastive mode (rewards rank one target)")
         if self.warmup_steps < 0:
             raise ValueError("warmup_steps must be >= 0")
+        if self.recency_half_life_days is not None and self.recency_half_life_days <= 0:
+            raise ValueError("recency_half_life_days must be > 0 (or None for uniform epochs)")
         if self.max_steps < 1 or self.eval_every < 1 or self.patience < 1:
             raise ValueError("max_steps, eval_every and patience must be >= 1")

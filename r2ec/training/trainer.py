@@ -133,6 +133,16 @@ def negative_distribution(counts: np.ndarray, by_popularity: bool, train_targets
     return weights / weights.sum()
 
 
+def recency_weights(times: np.ndarray, half_life_days: float | None) -> np.ndarray | None:
+    """Sampling probabilities halving every ``half_life_days`` before the latest of ``times`` (seconds); None
+    when no half-life is given."""
+    if half_life_days is None:
+        return None
+    age_days = (times.max() - times) / 86400.0
+    weights = np.exp2(-age_days / half_life_days)
+    return weights / weights.sum()
+
+
 class R2ecTrainer:
     """Trains the LoRA adapters of an :class:`R2ecRecommender` on a prepared dataset."""
 
@@ -370,12 +380,22 @@ class R2ecTrainer:
         return {f"valid_{k}": v for k, v in ranking_metrics(ranks).items()}
 
     def _batches(self) -> Iterator[tuple[Samples, np.ndarray]]:
-        """Shuffled training batches, endlessly: the samples and their (B, upcoming_targets) positives."""
+        """Training batches, endlessly: the samples and their (B, upcoming_targets) positives.
+
+        Shuffled epochs, or with ``recency_half_life_days`` independent recency-weighted draws (no repeat within
+        a batch).
+        """
+        train, size = self.data.train, self.config.batch_size
+        weights = recency_weights(train.target_time, self.config.recency_half_life_days)
         while True:
-            order = self.rng.permutation(len(self.data.train))
-            for start in range(0, len(order) - self.config.batch_size + 1, self.config.batch_size):
-                index = np.sort(order[start : start + self.config.batch_size])
-                yield self.data.train.take(index), self.upcoming[index]
+            if weights is not None:
+                index = np.sort(self.rng.choice(len(train), size, replace=False, p=weights))
+                yield train.take(index), self.upcoming[index]
+                continue
+            order = self.rng.permutation(len(train))
+            for start in range(0, len(order) - size + 1, size):
+                index = np.sort(order[start : start + size])
+                yield train.take(index), self.upcoming[index]
 
     def _budget_left(self, started: float) -> bool:
         config, budget = self.config, self.budget

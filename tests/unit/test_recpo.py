@@ -17,7 +17,7 @@ from r2ec.training.config import TrainConfig
 from r2ec.training.logging import JsonlLogger
 from r2ec.training.losses import item_softmax_loss, policy_token_loss, sampling_log_q
 from r2ec.training.rewards import fused_reward, group_advantages, rank_reward, similarity_reward
-from r2ec.training.trainer import FrozenLayerCache, R2ecTrainer, negative_distribution
+from r2ec.training.trainer import FrozenLayerCache, R2ecTrainer, negative_distribution, recency_weights
 from tests.unit.model_helpers import LEARNING_MODEL, perturb_lora, tiny_recommender
 
 
@@ -220,6 +220,31 @@ def test_the_learning_rate_warms_up_linearly(tiny_cache, synthetic_data, tmp_pat
     trainer.train(tmp_path / "run")
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["lr"] / config.learning_rate for r in records if "lr" in r] == pytest.approx([0.0, 0.5, 1.0, 1.0])
+
+
+def test_recency_weights_halve_every_half_life() -> None:
+    day = 86400
+    times = np.array([0, 10 * day, 20 * day, 30 * day])
+    weights = recency_weights(times, half_life_days=10)
+    assert weights.sum() == pytest.approx(1.0)
+    assert weights[1:] / weights[:-1] == pytest.approx([2.0, 2.0, 2.0])
+    assert recency_weights(times, None) is None
+
+
+def test_recency_weighted_batches_favour_recent_samples(tiny_cache, synthetic_data) -> None:
+    """Batches drawn with a short half-life hold markedly later samples than shuffled epochs."""
+    recommender = tiny_recommender(tiny_cache, reasoning=False)
+    config = TrainConfig(mode="contrastive", batch_size=8, n_negatives=8, eval_samples=8)
+    times = synthetic_data.train.target_time
+    half_life = (times.max() - times.min()) / 86400 / 8
+
+    def batch_times(trainer: R2ecTrainer) -> list[np.ndarray]:
+        batches = trainer._batches()
+        return [next(batches)[0].target_time for _ in range(20)]
+
+    uniform = batch_times(R2ecTrainer(recommender, synthetic_data, config))
+    recent = batch_times(R2ecTrainer(recommender, synthetic_data, replace(config, recency_half_life_days=half_life)))
+    assert np.mean(recent) > np.mean(uniform) + 0.25 * (times.max() - times.min())
 
 
 def test_a_run_is_validated_when_its_budget_ends_between_validations(
