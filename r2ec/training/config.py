@@ -45,6 +45,8 @@ class TrainConfig:
             the current adapters but without grad: the adapters learn only from the user side, so no item is
             rewarded for having been chosen in the training window (the suspected reason why items nobody chose
             there, the cold-start slice, sink below every chosen one); ``negative_gradients`` is then moot.
+            Measured on ML-100k (60 CPU-minutes, ``item_gradients_ablation.md``): test NDCG@10 0.0130 against
+            0.0300, and the cold targets rank lower, not higher (median 966 of 1,682 against 638): leave it on.
         popularity_negatives: draw negatives by training popularity (else uniformly).
         negatives_from_train_targets: draw negatives only among items that are a training target. An item nobody
             chose in the training window (often not released yet) is otherwise taught to be unwanted, and the
