@@ -24,6 +24,8 @@ class TrainConfig:
         recency_half_life_days: draw each batch's samples with a weight that halves every this many days
             before the training window's last target (None: shuffled epochs, every sample alike). A CPU budget
             covers a fraction of an epoch; this spends it on the samples nearest the window the model will serve.
+            Measured on ML-100k (60 CPU-minutes, 14 days, ``recency_ablation.md``): test NDCG@10 0.0395 against
+            0.0300 with shuffled epochs; the cold-start slice still 0.
 
     Parameters of RecPO (method.md §3):
         group_size: rollouts per user (G).
