@@ -387,11 +387,10 @@ class R2ecTrainer:
         """
         train, size = self.data.train, self.config.batch_size
         weights = recency_weights(train.target_time, self.config.recency_half_life_days)
+        while weights is not None:
+            index = np.sort(self.rng.choice(len(train), size, replace=False, p=weights))
+            yield train.take(index), self.upcoming[index]
         while True:
-            if weights is not None:
-                index = np.sort(self.rng.choice(len(train), size, replace=False, p=weights))
-                yield train.take(index), self.upcoming[index]
-                continue
             order = self.rng.permutation(len(train))
             for start in range(0, len(order) - size + 1, size):
                 index = np.sort(order[start : start + size])
