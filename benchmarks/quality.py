@@ -92,6 +92,7 @@ class Recipe:
     item_gradients: bool = True  # the item loss trains the item tower (else only the user side learns)
     upcoming_targets: int = 1  # contrastive positives per user prompt: its target and the user's next ones
     show_year: bool = True  # release year in item prompts
+    show_date: bool = False  # the prediction date in user prompts
     init_adapter: str = ""  # contrastive continues from this checkpoint's adapter (a run's best/), not a fresh LoRA
 
 
@@ -159,7 +160,10 @@ def train(settings: Settings, runs: Path, recipe: Recipe, modes: list[str]) -> d
     data = load_data(settings)
     config = model_config(DATASET, reasoning=False, backbone=recipe.backbone, top_layers=recipe.top_layers or None)
     config = replace(
-        config, dtype=recipe.dtype, tau=recipe.tau, prompts=replace(config.prompts, show_year=recipe.show_year)
+        config,
+        dtype=recipe.dtype,
+        tau=recipe.tau,
+        prompts=replace(config.prompts, show_year=recipe.show_year, show_date=recipe.show_date),
     )
     recommender = R2ecRecommender.create(config, settings.root / "cache")
     items = FrozenLayerCache(recommender, recommender.item_prompt_ids(data.items))

@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pandas as pd
 
-TEMPLATE_VERSION = "t2"  # t2: a "Number of ratings" line where the catalogue has a count
+TEMPLATE_VERSION = "t3"  # t2: a "Number of ratings" line where the catalogue has a count; t3: optional date line
 ANSWER = "<answer>"
 SYSTEM = "You are a recommender."
 _CONTROL = dict.fromkeys(c for c in range(32) if c not in (9, 10))
@@ -45,6 +46,7 @@ class PromptSettings:
     show_time: bool = True  # "3d 4.0h ago:" prefix per line
     show_rating: bool = True  # "(4)" suffix per line
     show_year: bool = True  # "Year:" line of item prompts (hidden in the cold-start ablation, year_ablation.md)
+    show_date: bool = False  # "Today is <date>." in user prompts: the model can tell new releases (date_ablation.md)
     max_title_chars: int = 80
     max_description_words: int = 100
 
@@ -89,10 +91,11 @@ def user_turn(
         if settings.show_rating and not math.isnan(rating):
             line = f"{line} ({rating:g})"
         lines.append(line)
+    today = f"Today is {datetime.fromtimestamp(now, UTC):%Y-%m-%d}. " if settings.show_date else ""
     header = (
         f"Analyze in depth and finally recommend next {domain.item_singular} I might {domain.verb} "
         f"inside {ANSWER} and </answer>.\nFor example, {ANSWER}a {domain.item_singular}</answer>.\n\n"
-        f"Below is my history of {domain.item_plural}"
+        f"{today}Below is my history of {domain.item_plural}"
         + (" and ratings (out of 5)" if settings.show_rating else "")
         + ", oldest first:\n"
     )

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from r2ec.modeling.generation import GenerationSettings, generate_rollouts, left_pad, states_after_generation
-from r2ec.modeling.prompts import ANSWER, PromptSettings, clean_text, format_elapsed, item_turn
+from r2ec.modeling.prompts import ANSWER, PromptSettings, clean_text, format_elapsed, item_turn, user_turn
 from r2ec.modeling.recommender import R2ecConfig, R2ecRecommender
 from r2ec.modeling.vectors import embed, final_norm, last_hidden, last_token_index, run_layers
 from tests.unit.model_helpers import perturb_lora, tiny_recommender
@@ -151,6 +151,16 @@ def test_prompt_text_is_cleaned_and_time_is_formatted() -> None:
     assert "Description" not in turn and "Number of ratings" not in turn
     assert "Year" not in item_turn({"title": "Heat", "year": 1995}, PromptSettings(show_year=False))
     assert "Number of ratings: 412" in item_turn({"title": "Heat", "rating_count": 412}, PromptSettings())
+
+
+def test_date_line_states_the_prediction_day_in_utc() -> None:
+    late_on_april_10th_1998 = 892252740  # 1998-04-10 23:59:00 UTC
+    shown = user_turn(
+        ["Heat"], [4.0], [late_on_april_10th_1998 - 3600], late_on_april_10th_1998, PromptSettings(show_date=True)
+    )
+    hidden = user_turn(["Heat"], [4.0], [late_on_april_10th_1998 - 3600], late_on_april_10th_1998, PromptSettings())
+    assert "Today is 1998-04-10. Below is my history" in shown
+    assert "Today is" not in hidden and hidden.replace("Below", "Today is 1998-04-10. Below") == shown
 
 
 def test_prompt_budget_drops_oldest_history_lines(tiny_cache, synthetic_data) -> None:
