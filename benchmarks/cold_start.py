@@ -4,9 +4,9 @@ Trained rows score 0 to 3 hits of 148 on the cold slice (``quality.md``, ``quali
 the item tower still orders the never-chosen items sensibly for those users (then a reserved "new items" slot,
 filled by the model's best never-chosen item, would recover them) or has lost that too.
 
-``.venv/bin/python -m benchmarks.cold_start [CHECKPOINT ...]`` scores ML-100k's cold-start test samples with the
-untrained model and each checkpoint (w/o reasoning; set ``R2EC_DTYPE`` for the weights' dtype) and writes
-``results/cold_start.{json,md}``.
+``.venv/bin/python -m benchmarks.cold_start [--name STEM] [CHECKPOINT ...]`` scores ML-100k's cold-start test
+samples with the untrained model and each checkpoint (w/o reasoning; set ``R2EC_DTYPE`` for the weights' dtype)
+and writes ``results/<STEM>.{json,md}`` (default ``cold_start``).
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def rank_figures(model: Recommender, data: PreparedData, batch_size: int) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", type=Path, nargs="*", help="trained RUN/contrastive/best folders (labelled RUN)")
+    parser.add_argument("--name", default="cold_start", help="results file stem under benchmarks/results")
     args = parser.parse_args()
     settings = load_settings(progress=False)
     data = load_prepared(settings, DATASET)
@@ -74,7 +75,7 @@ def main() -> None:
     ]
     dtype = f"R2EC_DTYPE={os.environ['R2EC_DTYPE']} " if "R2EC_DTYPE" in os.environ else ""
     command = f"{dtype}.venv/bin/python -m benchmarks.cold_start {' '.join(sys.argv[1:])}"
-    write_results("cold_start", command.strip(), figures, notes)
+    write_results(args.name, command.strip(), figures, notes)
 
 
 if __name__ == "__main__":
