@@ -46,7 +46,7 @@ class PromptSettings:
     show_time: bool = True  # "3d 4.0h ago:" prefix per line
     show_rating: bool = True  # "(4)" suffix per line
     show_year: bool = True  # "Year:" line of item prompts (hidden in the cold-start ablation, year_ablation.md)
-    show_date: bool = False  # "Today is <date>." in user prompts: the model can tell new releases (date_ablation.md)
+    show_date: bool = False  # "Today is <date>." in user prompts (a clock; did not lift new releases: date_ablation.md)
     max_title_chars: int = 80
     max_description_words: int = 100
 
