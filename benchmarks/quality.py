@@ -82,6 +82,7 @@ class Recipe:
     batch_size: int = 16  # users per contrastive step
     warmup_steps: int = 0  # linear learning-rate warm-up of the contrastive run
     recency_half_life_days: float = 0.0  # > 0: recency-weighted batches of the contrastive run (days)
+    new_release_weight: float = 1.0  # draw weight of contrastive samples whose target is a new release
     eval_every: int = 15  # contrastive steps between validations
     patience: int = 4
     eval_samples: int = 200  # validation users of the contrastive run
@@ -105,6 +106,7 @@ def contrastive_config(recipe: Recipe) -> TrainConfig:
         learning_rate=recipe.contrastive_lr,
         warmup_steps=recipe.warmup_steps,
         recency_half_life_days=recipe.recency_half_life_days or None,
+        new_release_weight=recipe.new_release_weight,
         eval_every=recipe.eval_every,
         eval_samples=recipe.eval_samples,
         patience=recipe.patience,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup
@@ -143,6 +144,34 @@ def recency_weights(times: np.ndarray, half_life_days: float | None) -> np.ndarr
     return weights / weights.sum()
 
 
+def new_releases(target_time: np.ndarray, target_year: np.ndarray) -> np.ndarray:
+    """(n,) bool: the target came out in the calendar year (UTC) of the sample's ``target_time`` (seconds) or
+    later; an unknown year (NaN) is never new."""
+    sample_year = np.asarray(target_time, dtype="datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
+    return target_year >= sample_year
+
+
+def item_years(items: pd.DataFrame) -> np.ndarray | None:
+    """(n_items,) float release years of the catalogue (NaN where unknown); None when it has no ``year``."""
+    if "year" not in items.columns:
+        return None
+    return items["year"].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def draw_weights(train: Samples, item_year: np.ndarray | None, config: TrainConfig) -> np.ndarray | None:
+    """Sampling probabilities of the training samples (recency, new-release weight); None for shuffled epochs."""
+    weights = recency_weights(train.target_time, config.recency_half_life_days)
+    if config.new_release_weight == 1.0:
+        return weights
+    if item_year is None:
+        raise ValueError("new_release_weight needs the catalogue's release years (an items 'year' column)")
+    if weights is None:
+        weights = np.full(len(train), 1.0 / len(train))
+    new = new_releases(train.target_time, item_year[train.target])
+    weights = weights * np.where(new, config.new_release_weight, 1.0)
+    return weights / weights.sum()
+
+
 class R2ecTrainer:
     """Trains the LoRA adapters of an :class:`R2ecRecommender` on a prepared dataset."""
 
@@ -177,6 +206,7 @@ class R2ecTrainer:
             n_positives = config.batch_size * config.upcoming_targets
             self.log_q = sampling_log_q(target_probs, self.negative_probs, n_positives, n_negatives)
         self.upcoming = data.train.upcoming_targets(config.upcoming_targets)
+        self.draw_probs = draw_weights(data.train, item_years(data.items), config)
         n_valid = min(config.eval_samples, len(data.valid))
         self.valid = data.valid.take(np.sort(self.rng.choice(len(data.valid), n_valid, replace=False)))
         self.valid_cache = self.user_cache(self.valid)
@@ -382,13 +412,12 @@ class R2ecTrainer:
     def _batches(self) -> Iterator[tuple[Samples, np.ndarray]]:
         """Training batches, endlessly: the samples and their (B, upcoming_targets) positives.
 
-        Shuffled epochs, or with ``recency_half_life_days`` independent recency-weighted draws (no repeat within
-        a batch).
+        Shuffled epochs, or with ``recency_half_life_days`` or ``new_release_weight`` independent weighted draws
+        (no repeat within a batch).
         """
         train, size = self.data.train, self.config.batch_size
-        weights = recency_weights(train.target_time, self.config.recency_half_life_days)
-        while weights is not None:
-            index = np.sort(self.rng.choice(len(train), size, replace=False, p=weights))
+        while self.draw_probs is not None:
+            index = np.sort(self.rng.choice(len(train), size, replace=False, p=self.draw_probs))
             yield train.take(index), self.upcoming[index]
         while True:
             order = self.rng.permutation(len(train))

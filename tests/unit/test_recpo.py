@@ -17,7 +17,14 @@ from r2ec.training.config import TrainConfig
 from r2ec.training.logging import JsonlLogger
 from r2ec.training.losses import item_softmax_loss, policy_token_loss, sampling_log_q
 from r2ec.training.rewards import fused_reward, group_advantages, rank_reward, similarity_reward
-from r2ec.training.trainer import FrozenLayerCache, R2ecTrainer, negative_distribution, recency_weights
+from r2ec.training.trainer import (
+    FrozenLayerCache,
+    R2ecTrainer,
+    draw_weights,
+    negative_distribution,
+    new_releases,
+    recency_weights,
+)
 from tests.unit.model_helpers import LEARNING_MODEL, perturb_lora, tiny_recommender
 
 
@@ -245,6 +252,34 @@ def test_recency_weighted_batches_favour_recent_samples(tiny_cache, synthetic_da
     uniform = batch_times(R2ecTrainer(recommender, synthetic_data, config))
     recent = batch_times(R2ecTrainer(recommender, synthetic_data, replace(config, recency_half_life_days=half_life)))
     assert np.mean(recent) > np.mean(uniform) + 0.25 * (times.max() - times.min())
+
+
+def test_a_new_release_came_out_in_the_sample_year_or_later() -> None:
+    last_second_of_1997, first_second_of_1998 = 883_612_799, 883_612_800
+    times = np.array([last_second_of_1997, first_second_of_1998, first_second_of_1998, first_second_of_1998])
+    years = np.array([1997.0, 1997.0, 1999.0, np.nan])
+    assert new_releases(times, years).tolist() == [True, False, True, False]
+
+
+def test_new_release_weight_multiplies_the_draws_of_new_releases(synthetic_data) -> None:
+    train = synthetic_data.train
+    item_year = np.where(np.arange(synthetic_data.n_items) % 2 == 0, 3000.0, 1900.0)  # even items: always new
+    new = train.target % 2 == 0
+    probs = draw_weights(train, item_year, TrainConfig(new_release_weight=4.0))
+    assert probs.sum() == pytest.approx(1.0)
+    assert np.unique(probs[new]) == pytest.approx(4.0 * np.unique(probs[~new]))
+    recent = draw_weights(train, item_year, TrainConfig(new_release_weight=4.0, recency_half_life_days=10))
+    recency = recency_weights(train.target_time, 10)
+    assert recent / recency == pytest.approx(np.where(new, 4.0, 1.0) * recent[~new][0] / recency[~new][0])
+    assert draw_weights(train, item_year, TrainConfig()) is None
+
+
+def test_new_release_weight_without_release_years_is_refused_before_training(tiny_cache, synthetic_data) -> None:
+    assert "year" not in synthetic_data.items.columns
+    recommender = tiny_recommender(tiny_cache, reasoning=False)
+    config = TrainConfig(mode="contrastive", batch_size=8, n_negatives=8, eval_samples=8, new_release_weight=3.0)
+    with pytest.raises(ValueError, match="release years"):
+        R2ecTrainer(recommender, synthetic_data, config)
 
 
 def test_a_run_is_validated_when_its_budget_ends_between_validations(
