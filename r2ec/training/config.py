@@ -29,8 +29,8 @@ class TrainConfig:
         new_release_weight: multiply the draw weight of each sample whose target came out in the sample's own
             calendar year or later (the catalogue's ``year``) by this; 1 leaves the draws alone. New releases
             take a growing share of choices over time (ML-100k: 0.4% of training targets are 1998 releases, 2.9%
-            of the April 1998 test targets) and the cold-start slice is mostly made of them; weighting teaches the
-            text tower what a new release looks like instead of leaving it to the few late samples.
+            of the April 1998 test targets) and the cold-start slice is mostly made of them; the weight is meant
+            to teach the text tower what a new release looks like instead of leaving it to the few late samples.
             Measured on ML-100k (weight 5, a 25-minute continuation, ``new_release_ablation.md``): it does not;
             one cold target in a top 10 and the cold targets' median rank 482 -> 639: leave it at 1.
 
