@@ -32,7 +32,7 @@ class TrainConfig:
             of the April 1998 test targets) and the cold-start slice is mostly made of them; the weight is meant
             to teach the text tower what a new release looks like instead of leaving it to the few late samples.
             Measured on ML-100k (weight 5, a 25-minute continuation, ``new_release_ablation.md``): it does not;
-            one cold target in a top 10 and the cold targets' median rank 482 -> 639: leave it at 1.
+            one cold target in a top 10, and the cold targets' median rank 639 against 503.5 without it: leave it at 1.
 
     Parameters of RecPO (method.md §3):
         group_size: rollouts per user (G).
