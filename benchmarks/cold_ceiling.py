@@ -53,7 +53,9 @@ def main() -> None:
         )
     notes = [
         "Oracle = every item scored by its count of test-period targets (the answers of the very split it is scored "
-        "on), history masked; no model can have this. Its cold figures are a ceiling for any non-personal ranking.",
+        "on), history masked; no model can have this. It is the one ranking for everyone that best fits the month, "
+        "and it has no room for a new release in a top 10: a ranking that puts one there either ranks new items "
+        "above the month's favourites for everyone (paying in warm hits: the new-item slot) or knows who picks them.",
         "For comparison, quality.md's trained contrastive checkpoint puts the cold targets at median rank 461.5 "
         "(wise_ft.md, float32), the untrained model at 1065.5 (cold_start.md).",
         "Deterministic: no model, no sampling.",

@@ -5,10 +5,12 @@ none (``quality.md``). Scaling a LoRA adapter's update by ``s`` in [0, 1] is WiS
 and the trained model (s = 1); peft does it with ``rescale_adapter_scale``. This scores one checkpoint at each
 scale on the validation samples that training validates on (warm accuracy, where a scale would be chosen) and on the
 cold-start slices of validation and test. The centring vector is refit for each scale: it is the mean of that
-model's own item vectors.
+model's own item vectors. ``--items-only`` scales the item tower alone and keeps the user tower as trained: is it the
+item side's text geometry that training overrides, as an item-side regulariser towards the backbone would assume?
 
-``.venv/bin/python -m benchmarks.wise_ft CHECKPOINT [--scales 1,0.8,0.65,0.5] [--valid-samples 300]`` writes
-``results/wise_ft.{json,md,png}``; weights in float32 unless ``R2EC_DTYPE`` says otherwise.
+``.venv/bin/python -m benchmarks.wise_ft CHECKPOINT [--scales 1,0.8,0.65,0.5] [--valid-samples 300] [--items-only]
+[--name STEM]`` writes ``results/<STEM>.{json,md,png}`` (default ``wise_ft``); weights in float32 unless
+``R2EC_DTYPE`` says otherwise.
 """
 
 from __future__ import annotations
@@ -37,12 +39,20 @@ def hits_in_top10(ranks: np.ndarray) -> int:
 
 
 def scale_figures(
-    model: R2ecRecommender, valid: Samples, valid_overall: np.ndarray, test_cold: Samples, batch_size: int
+    model: R2ecRecommender,
+    scale: float,
+    items_only: bool,
+    valid: Samples,
+    valid_overall: np.ndarray,
+    test_cold: Samples,
+    batch_size: int,
 ) -> dict[str, float]:
-    """Validation NDCG@10 and cold-start figures of ``model`` as it is now (scale applied by the caller)."""
-    model.set_item_table(model.items, model.raw_vectors(model.item_prompt_ids(model.items)), refit_mean=True)
-    on_valid = evaluate(model, valid, batch_size=batch_size, overall=valid_overall)
-    on_cold = evaluate(model, test_cold, batch_size=batch_size)
+    """Validation NDCG@10 and cold-start figures with the LoRA update scaled by ``scale`` (item tower or both)."""
+    with rescale_adapter_scale(model.model, scale):
+        model.set_item_table(model.items, model.raw_vectors(model.item_prompt_ids(model.items)), refit_mean=True)
+    with rescale_adapter_scale(model.model, 1.0 if items_only else scale):
+        on_valid = evaluate(model, valid, batch_size=batch_size, overall=valid_overall)
+        on_cold = evaluate(model, test_cold, batch_size=batch_size)
     missed_last = np.where(on_cold.ranks == 0, model.items.shape[0], on_cold.ranks)  # a masked target ranks last
     return {
         "valid NDCG@10": round(on_valid.overall["ndcg@10"], 4),
@@ -59,6 +69,7 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path, help="a trained RUN/contrastive/best folder")
     parser.add_argument("--scales", default="1,0.8,0.65,0.5", help="comma-separated LoRA scales in [0, 1]")
     parser.add_argument("--valid-samples", type=int, default=300, help="seeded validation samples (plus its cold ones)")
+    parser.add_argument("--items-only", action="store_true", help="scale the item tower only, users as trained")
     parser.add_argument("--name", default="wise_ft", help="results file stem under benchmarks/results")
     args = parser.parse_args()
     scales = [float(s) for s in args.scales.split(",")]
@@ -77,20 +88,22 @@ def main() -> None:
     }
     per_scale = {}
     for scale in tqdm(scales, desc="LoRA scales"):
-        with rescale_adapter_scale(model.model, scale):
-            per_scale[scale] = scale_figures(model, valid, valid_overall, test_cold, settings.inference_batch_size)
+        per_scale[scale] = scale_figures(
+            model, scale, args.items_only, valid, valid_overall, test_cold, settings.inference_batch_size
+        )
     for scale, values in per_scale.items():
         figures.update({f"scale {scale:g}: {figure}": value for figure, value in values.items()})
     notes = [
-        f"Checkpoint: {args.checkpoint}. Scale 1 is the checkpoint as trained, 0 the untrained backbone.",
+        f"Checkpoint: {args.checkpoint}. Scale 1 is the checkpoint as trained, 0 the untrained backbone"
+        + (" (item tower only; user vectors as trained)." if args.items_only else " (both towers)."),
         f"Weights dtype: {model.config.dtype}; one run. A cold target masked as history ranks last in the median.",
     ]
     dtype = f"R2EC_DTYPE={os.environ['R2EC_DTYPE']} " if "R2EC_DTYPE" in os.environ else ""
     write_results(args.name, f"{dtype}.venv/bin/python -m benchmarks.wise_ft {' '.join(sys.argv[1:])}", figures, notes)
-    plot_tradeoff(per_scale, RESULTS / f"{args.name}.png")
+    plot_tradeoff(per_scale, RESULTS / f"{args.name}.png", "item tower only" if args.items_only else "both towers")
 
 
-def plot_tradeoff(per_scale: dict[float, dict[str, float]], out: Path) -> None:
+def plot_tradeoff(per_scale: dict[float, dict[str, float]], out: Path, towers: str) -> None:
     """Warm accuracy (validation NDCG@10) and cold-start hits against the LoRA scale, in one picture."""
     import matplotlib
 
@@ -107,7 +120,7 @@ def plot_tradeoff(per_scale: dict[float, dict[str, float]], out: Path) -> None:
     cold_axes.plot(scales, cold_hits, marker="s", color="tab:red")
     cold_axes.set_ylabel("cold-start test targets in the top 10", color="tab:red")
     cold_axes.set_ylim(bottom=0)
-    warm_axes.set_title("WiSE-FT of one checkpoint: warm accuracy against cold-start hits")
+    warm_axes.set_title(f"WiSE-FT of one checkpoint ({towers}): warm accuracy against cold-start hits", fontsize=10)
     figure.tight_layout()
     figure.savefig(out, dpi=120)
 
