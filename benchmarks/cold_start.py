@@ -21,7 +21,7 @@ import torch
 
 from benchmarks.report import write_results
 from r2ec.data.samples import PreparedData
-from r2ec.evaluation.metrics import target_ranks
+from r2ec.evaluation.metrics import in_top_k, target_ranks
 from r2ec.recommender import Recommender
 from services.datastore import load_prepared
 from services.jobs.evaluate import build_r2ec
@@ -45,10 +45,10 @@ def rank_figures(model: Recommender, data: PreparedData, batch_size: int) -> dic
     ranks, new_ranks = torch.cat(overall).numpy(), torch.cat(among_new).numpy()
     return {
         "median rank (all items)": float(np.median(ranks)),
-        "targets in the top 10": int(((ranks >= 1) & (ranks <= 10)).sum()),
+        "targets in the top 10": int(in_top_k(ranks, 10).sum()),
         "median rank among never-chosen items": float(np.median(new_ranks)),
         "targets first among never-chosen items": int((new_ranks == 1).sum()),
-        "targets in the top 3 among never-chosen items": int(((new_ranks >= 1) & (new_ranks <= 3)).sum()),
+        "targets in the top 3 among never-chosen items": int(in_top_k(new_ranks, 3).sum()),
     }
 
 

@@ -13,6 +13,11 @@ import torch
 DEFAULT_KS = (5, 10, 20)
 
 
+def in_top_k(ranks: np.ndarray | torch.Tensor, k: int) -> np.ndarray | torch.Tensor:
+    """True where a 1-based target rank lies within the top ``k``; rank 0 (target masked as history) never does."""
+    return (ranks >= 1) & (ranks <= k)
+
+
 def mask_history(scores: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
     """Float32 copy of (B, n) scores with each row's history items (-1 = pad) set to -inf."""
     masked = scores.float().clone()
@@ -48,7 +53,7 @@ def ranking_metrics(ranks: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict
     if len(ranks) == 0:
         return {f"{m}@{k}": 0.0 for k in ks for m in ("ndcg", "hr")}
     for k in ks:
-        hit = (ranks >= 1) & (ranks <= k)
+        hit = in_top_k(ranks, k)
         out[f"ndcg@{k}"] = float(
             np.where(hit, 1.0 / np.log2(ranks + 1.0, where=hit, out=np.ones_like(ranks)), 0).mean()
         )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from r2ec.evaluation.metrics import ranking_metrics, target_ranks
+from r2ec.evaluation.metrics import in_top_k, ranking_metrics, target_ranks
 
 
 def ranks(scores: list[list[float]], target: list[int], history: list[list[int]]) -> list[int]:
@@ -25,6 +25,12 @@ def test_ties_count_against_the_model() -> None:
     assert ranks([[0.1, 0.9, 0.5, 0.5, 0.3]], [2], [[-1]]) == [3]
     # a constant scorer puts every target last among the 5 unmasked items
     assert ranks([[1.0] * 5, [1.0] * 5], [0, 4], [[-1, -1], [-1, -1]]) == [5, 5]
+
+
+@pytest.mark.parametrize("as_array", [np.array, torch.tensor])
+def test_in_top_k_includes_k_and_never_counts_a_masked_target(as_array) -> None:
+    # rank 0 = target masked as history: a miss however small k is
+    assert in_top_k(as_array([0, 1, 10, 11]), 10).tolist() == [False, True, True, False]
 
 
 def test_history_items_are_masked() -> None:
