@@ -32,8 +32,7 @@ def main() -> None:
     ranks = target_ranks(scores, torch.from_numpy(test.target), torch.from_numpy(test.history)).numpy()
     overall, cold = ranking_metrics(ranks), ranking_metrics(ranks[test.cold])
     never_chosen = data.train_target_counts() == 0
-    popularity_rank = np.empty(data.n_items, dtype=np.int64)
-    popularity_rank[np.argsort(-test_counts, kind="stable")] = np.arange(1, data.n_items + 1)
+    popularity_rank = (test_counts >= test_counts[:, None]).sum(axis=1)  # ties count against, as in target_ranks
     cold_targets, cold_counts = np.unique(test.target[test.cold], return_counts=True)
     figures: dict[str, float | str] = {
         "test samples": len(test),

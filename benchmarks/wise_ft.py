@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from peft.helpers import rescale_adapter_scale
 from tqdm import tqdm
 
@@ -37,6 +38,7 @@ DATASET = "ml-100k"
 
 def scale_figures(
     model: R2ecRecommender,
+    items: pd.DataFrame,
     scale: float,
     items_only: bool,
     valid: Samples,
@@ -46,11 +48,11 @@ def scale_figures(
 ) -> dict[str, float]:
     """Validation NDCG@10 and cold-start figures with the LoRA update scaled by ``scale`` (item tower or both)."""
     with rescale_adapter_scale(model.model, scale):
-        model.set_item_table(model.items, model.raw_vectors(model.item_prompt_ids(model.items)), refit_mean=True)
+        model.set_catalogue(items, refit_mean=True)
     with rescale_adapter_scale(model.model, 1.0 if items_only else scale):
         on_valid = evaluate(model, valid, batch_size=batch_size, overall=valid_overall)
         on_cold = evaluate(model, test_cold, batch_size=batch_size)
-    missed_last = np.where(on_cold.ranks == 0, model.items.shape[0], on_cold.ranks)  # a masked target ranks last
+    missed_last = np.where(on_cold.ranks == 0, len(items), on_cold.ranks)  # a masked target ranks last
     return {
         "valid NDCG@10": round(on_valid.overall["ndcg@10"], 4),
         "valid cold NDCG@10": round(on_valid.cold["ndcg@10"], 4),
@@ -75,7 +77,6 @@ def main() -> None:
     settings = load_settings(progress=False)
     data = load_prepared(settings, DATASET)
     model = R2ecRecommender.load(args.checkpoint, settings.root / "cache", settings.dtype or "float32")
-    model.items = data.items
     valid, valid_overall = evaluation_subset(data.valid, args.valid_samples)
     test_cold = data.test.take(np.flatnonzero(data.test.cold))
     figures: dict[str, float] = {
@@ -86,7 +87,7 @@ def main() -> None:
     per_scale = {}
     for scale in tqdm(scales, desc="LoRA scales"):
         per_scale[scale] = scale_figures(
-            model, scale, args.items_only, valid, valid_overall, test_cold, settings.inference_batch_size
+            model, data.items, scale, args.items_only, valid, valid_overall, test_cold, settings.inference_batch_size
         )
     for scale, values in per_scale.items():
         figures.update({f"scale {scale:g}: {figure}": value for figure, value in values.items()})

@@ -226,9 +226,9 @@ class R2ecRecommender(Recommender):
         centring = self.config.centre and self.item_mean is not None
         return project(raw, self.item_mean.to(raw.device) if centring else None)
 
-    def set_catalogue(self, items: pd.DataFrame, progress: bool = False) -> None:
-        """Encode every item (the item table); the centring vector is fixed on first use."""
-        self.set_item_table(items, self.raw_vectors(self.item_prompt_ids(items), progress=progress))
+    def set_catalogue(self, items: pd.DataFrame, progress: bool = False, refit_mean: bool = False) -> None:
+        """Encode every item (the item table); the centring vector is fixed on first use unless ``refit_mean``."""
+        self.set_item_table(items, self.raw_vectors(self.item_prompt_ids(items), progress=progress), refit_mean)
 
     def set_item_table(self, items: pd.DataFrame, raw: torch.Tensor, refit_mean: bool = False) -> None:
         """Adopt (n, d) raw item vectors of ``items`` as the item table; refit the centring vector if asked."""
