@@ -21,7 +21,7 @@ import torch
 
 from benchmarks.report import write_results
 from r2ec.data.samples import PreparedData
-from r2ec.evaluation.metrics import in_top_k, target_ranks
+from r2ec.evaluation.metrics import in_top_k, median_rank, target_ranks
 from r2ec.recommender import Recommender
 from services.datastore import load_prepared
 from services.jobs.evaluate import build_r2ec
@@ -44,9 +44,9 @@ def rank_figures(model: Recommender, data: PreparedData, batch_size: int) -> dic
         among_new.append(target_ranks(scores.masked_fill(chosen, -torch.inf), target, history))
     ranks, new_ranks = torch.cat(overall).numpy(), torch.cat(among_new).numpy()
     return {
-        "median rank (all items)": float(np.median(ranks)),
+        "median rank (all items)": median_rank(ranks, data.n_items),
         "targets in the top 10": int(in_top_k(ranks, 10).sum()),
-        "median rank among never-chosen items": float(np.median(new_ranks)),
+        "median rank among never-chosen items": median_rank(new_ranks, len(chosen) - int(chosen.sum())),
         "targets first among never-chosen items": int((new_ranks == 1).sum()),
         "targets in the top 3 among never-chosen items": int(in_top_k(new_ranks, 3).sum()),
     }

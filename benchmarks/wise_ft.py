@@ -28,7 +28,7 @@ from tqdm import tqdm
 from benchmarks.report import RESULTS, write_results
 from r2ec.data.samples import Samples
 from r2ec.evaluation.evaluator import evaluate, evaluation_subset
-from r2ec.evaluation.metrics import in_top_k
+from r2ec.evaluation.metrics import in_top_k, median_rank
 from r2ec.modeling.recommender import R2ecRecommender
 from services.datastore import load_prepared
 from services.settings import load_settings
@@ -52,14 +52,13 @@ def scale_figures(
     with rescale_adapter_scale(model.model, 1.0 if items_only else scale):
         on_valid = evaluate(model, valid, batch_size=batch_size, overall=valid_overall)
         on_cold = evaluate(model, test_cold, batch_size=batch_size)
-    missed_last = np.where(on_cold.ranks == 0, len(items), on_cold.ranks)  # a masked target ranks last
     return {
         "valid NDCG@10": round(on_valid.overall["ndcg@10"], 4),
         "valid cold NDCG@10": round(on_valid.cold["ndcg@10"], 4),
         "valid cold targets in the top 10": int(in_top_k(on_valid.ranks[valid.cold], 10).sum()),
         "test cold NDCG@10": round(on_cold.overall["ndcg@10"], 4),
         "test cold targets in the top 10": int(in_top_k(on_cold.ranks, 10).sum()),
-        "test cold median rank": float(np.median(missed_last)),
+        "test cold median rank": median_rank(on_cold.ranks, len(items)),
     }
 
 

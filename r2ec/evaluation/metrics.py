@@ -18,6 +18,19 @@ def in_top_k(ranks: np.ndarray | torch.Tensor, k: int) -> np.ndarray | torch.Ten
     return (ranks >= 1) & (ranks <= k)
 
 
+def ndcg_gain(ranks: np.ndarray | torch.Tensor, k: int) -> np.ndarray | torch.Tensor:
+    """Per-sample NDCG@k with one relevant item: ``1 / log2(rank + 1)`` inside the top ``k``, else 0 (float)."""
+    hit = in_top_k(ranks, k)
+    if isinstance(ranks, torch.Tensor):
+        return torch.where(hit, 1.0 / torch.log2(ranks.float().clamp_min(1) + 1), 0.0)
+    return np.where(hit, 1.0 / np.log2(np.maximum(np.asarray(ranks, dtype=np.float64), 1) + 1), 0.0)
+
+
+def median_rank(ranks: np.ndarray, n_items: int) -> float:
+    """Median 1-based target rank with a masked target (rank 0) counted as last: where targets land beyond a top K."""
+    return float(np.median(np.where(np.asarray(ranks) == 0, n_items, ranks)))
+
+
 def mask_history(scores: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
     """Float32 copy of (B, n) scores with each row's history items (-1 = pad) set to -inf."""
     masked = scores.float().clone()
@@ -53,9 +66,6 @@ def ranking_metrics(ranks: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict
     if len(ranks) == 0:
         return {f"{m}@{k}": 0.0 for k in ks for m in ("ndcg", "hr")}
     for k in ks:
-        hit = in_top_k(ranks, k)
-        out[f"ndcg@{k}"] = float(
-            np.where(hit, 1.0 / np.log2(ranks + 1.0, where=hit, out=np.ones_like(ranks)), 0).mean()
-        )
-        out[f"hr@{k}"] = float(hit.mean())
+        out[f"ndcg@{k}"] = float(ndcg_gain(ranks, k).mean())
+        out[f"hr@{k}"] = float(in_top_k(ranks, k).mean())
     return out

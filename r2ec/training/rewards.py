@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from r2ec.evaluation.metrics import in_top_k
+from r2ec.evaluation.metrics import ndcg_gain
 
 RANK_CUTOFF = 1000
 
 
 def rank_reward(ranks: torch.Tensor, cutoff: int = RANK_CUTOFF) -> torch.Tensor:
     """NDCG@cutoff with one relevant item: ``1 / log2(rank + 1)`` if ``1 <= rank <= cutoff`` else 0."""
-    ranks = ranks.float()
-    hit = in_top_k(ranks, cutoff)
-    return torch.where(hit, 1.0 / torch.log2(ranks.clamp_min(1) + 1), torch.zeros_like(ranks))
+    return ndcg_gain(ranks, cutoff)
 
 
 def similarity_reward(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from r2ec.evaluation.metrics import in_top_k, ranking_metrics, target_ranks
+from r2ec.evaluation.metrics import in_top_k, median_rank, ndcg_gain, ranking_metrics, target_ranks
 
 
 def ranks(scores: list[list[float]], target: list[int], history: list[list[int]]) -> list[int]:
@@ -31,6 +31,17 @@ def test_ties_count_against_the_model() -> None:
 def test_in_top_k_includes_k_and_never_counts_a_masked_target(as_array) -> None:
     # rank 0 = target masked as history: a miss however small k is
     assert in_top_k(as_array([0, 1, 10, 11]), 10).tolist() == [False, True, True, False]
+
+
+@pytest.mark.parametrize("as_array", [np.array, torch.tensor])
+def test_ndcg_gain_is_the_inverse_log_rank_inside_k_and_zero_outside(as_array) -> None:
+    gains = ndcg_gain(as_array([0, 1, 3, 10, 11]), 10).tolist()
+    assert gains == pytest.approx([0.0, 1.0, 0.5, 1 / math.log2(11), 0.0])
+
+
+def test_median_rank_counts_a_masked_target_as_last() -> None:
+    # ranks 2 and 4 plus one masked target of 100 items: the median is 4, not 2 (as if the masked one ranked 0)
+    assert median_rank(np.array([2, 0, 4]), n_items=100) == 4.0
 
 
 def test_history_items_are_masked() -> None:
