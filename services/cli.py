@@ -55,6 +55,8 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.checkpoint is not None and args.model != "r2ec":
         raise UsageError("--checkpoint only applies to --model r2ec")
+    if args.new_item_max_age_years is not None and not args.new_item_slots:
+        raise UsageError("--new-item-max-age-years only applies with --new-item-slots")
     result = evaluate.run(
         settings,
         args.model,
@@ -63,6 +65,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
         max_samples=args.max_samples,
         popularity_prior=args.popularity_prior,
         new_item_slots=args.new_item_slots,
+        new_item_max_age_years=args.new_item_max_age_years,
     )
     _print_json_or_table(result, args.json)
     return 0
@@ -232,6 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="give N places of every top 10 to the best-scored items nobody chose in training (own row name)",
+    )
+    ev.add_argument(
+        "--new-item-max-age-years",
+        type=int,
+        default=None,
+        metavar="Y",
+        help="with --new-item-slots: only items released at most Y years before the training window's last year",
     )
     ev.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
     ev.set_defaults(handler=cmd_evaluate)

@@ -63,6 +63,7 @@ def run(
     max_samples: int | None = None,
     popularity_prior: bool = False,
     new_item_slots: int = 0,
+    new_item_max_age_years: int | None = None,
 ) -> dict[str, Any]:
     """Fit (or load) ``model``, evaluate on ``split``; the JSON shape of ``r2ec evaluate``.
 
@@ -70,7 +71,8 @@ def run(
     (the LLM modes are too slow for the full split on a CPU); the result says so. ``popularity_prior`` adds
     weight * log(1 + training count) to the model's scores, the weight chosen on validation; the row is named
     ``<model>+popularity-prior`` so it is never mistaken for the model alone. ``new_item_slots`` > 0 gives that many
-    of every top 10 to the best-scored items nobody chose in training (row ``<model>+new-item-slots``).
+    of every top 10 to the best-scored items nobody chose in training (row ``<model>+new-item-slots``);
+    ``new_item_max_age_years`` limits those to new releases (``r2ec.new_item_slots.new_items``).
     """
     started = time.perf_counter()
     data = load_prepared(settings, dataset)
@@ -85,7 +87,7 @@ def run(
     if new_item_slots:
         from r2ec.new_item_slots import NewItemSlots
 
-        recommender = NewItemSlots(recommender, slots=new_item_slots)
+        recommender = NewItemSlots(recommender, slots=new_item_slots, max_age_years=new_item_max_age_years)
         model = f"{model}+new-item-slots"
     samples, overall = data.split(split), None
     if max_samples is not None:

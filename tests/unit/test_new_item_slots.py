@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from r2ec.data.samples import PreparedData, Samples, prepare
 from r2ec.data.synthetic import generate_synthetic
 from r2ec.evaluation.evaluator import evaluate
-from r2ec.new_item_slots import NewItemSlots, reserve_new_item_slots
+from r2ec.new_item_slots import NewItemSlots, new_items, reserve_new_item_slots
 from r2ec.recommender import Recommender
 
 K = 10
@@ -103,3 +106,42 @@ def test_the_policy_recovers_cold_targets_a_model_buries(with_releases: Prepared
     assert budget["new_items"] == int((data.train_target_counts() == 0).sum())
     warm = ~test.cold
     assert np.array_equal(raw.ranks[warm] == 1, policy.ranks[warm] == 1), "a warm target ranked first stays first"
+
+
+def with_years(data: PreparedData, late_years: list[float]) -> PreparedData:
+    """``data`` with release years: 2010 for every item, ``late_years`` cycled over the never-chosen ones."""
+    years = np.full(data.n_items, 2010.0)
+    never_chosen = np.flatnonzero(data.train_target_counts() == 0)
+    years[never_chosen] = np.resize(late_years, len(never_chosen))
+    return replace(data, items=data.items.assign(year=years))
+
+
+def test_a_release_age_limit_keeps_only_recent_never_chosen_items(with_releases: PreparedData) -> None:
+    last_year = pd.Timestamp(int(with_releases.train.target_time.max()), unit="s").year
+    data = with_years(with_releases, [last_year, last_year - 1, last_year - 5, np.nan])
+    years, never_chosen = data.items["year"].to_numpy(), data.train_target_counts() == 0
+    assert np.array_equal(new_items(data), never_chosen)
+    assert np.array_equal(new_items(data, max_age_years=0), never_chosen & (years == last_year))
+    assert np.array_equal(new_items(data, max_age_years=1), never_chosen & (years >= last_year - 1))
+    assert 0 < new_items(data, max_age_years=1).sum() < never_chosen.sum(), "old and unknown years are left out"
+
+
+def test_slots_with_an_age_limit_skip_old_never_chosen_items(with_releases: PreparedData) -> None:
+    last_year = pd.Timestamp(int(with_releases.train.target_time.max()), unit="s").year
+    data = with_years(with_releases, [last_year, 1990])
+    slotted = NewItemSlots(NewItemsLast(), slots=1, max_age_years=0)
+    budget = slotted.fit(data)
+    report = evaluate(slotted, data.test)
+    recent = data.items["year"].to_numpy()[data.test.target] == last_year
+    cold_recent, cold_old = data.test.cold & recent, data.test.cold & ~recent
+    assert cold_recent.sum() >= 5 and cold_old.sum() >= 5, "both kinds of cold target occur"
+    assert (report.ranks[cold_recent] <= K).mean() > 0.9, "a recent cold target still takes the slot"
+    assert (report.ranks[cold_old] > K).all(), "an old never-chosen item no longer gets one"
+    assert budget["new_items"] == int(new_items(data, 0).sum())
+
+
+def test_an_age_limit_needs_release_years(with_releases: PreparedData) -> None:
+    with pytest.raises(ValueError, match="no 'year' column"):
+        new_items(with_releases, max_age_years=1)
+    with pytest.raises(ValueError, match="max_age_years"):
+        NewItemSlots(NewItemsLast(), max_age_years=-1)

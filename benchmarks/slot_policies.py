@@ -1,0 +1,154 @@
+"""Which new items should the new-item slot show? One checkpoint scored once, several slot policies compared.
+
+Most of ML-100k's cold-start slice is new releases: 114 of its 148 test targets came out in 1998, while 31 of the
+66 items nobody chose in training are back-catalogue films that nobody picks. This scores a checkpoint once on
+quality.md's seeded test rows (2,000 + all 148 cold ones) and on seeded validation rows (300 + all 53 cold ones),
+then applies each policy to the same scores: the model alone, and 1 or 2 slots filled from all never-chosen items
+or only from those released at most Y years before the training window's last year
+(``r2ec.new_item_slots.new_items``). Beside each policy, the same slots filled by a uniform pick within its pool
+(the model's list otherwise unchanged; mean over seeds): what the model's choice of new item adds over luck.
+
+``.venv/bin/python -m benchmarks.slot_policies CHECKPOINT`` writes ``results/slot_policies.{json,md,png}``;
+about 25 minutes on a 2-core CPU in float32, nearly all of it scoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from benchmarks.report import RESULTS, write_results
+from r2ec.data.samples import PreparedData, Samples
+from r2ec.evaluation.evaluator import evaluation_subset
+from r2ec.evaluation.metrics import in_top_k, mask_history, ranking_metrics, target_ranks
+from r2ec.new_item_slots import new_items, reserve_new_item_slots
+from r2ec.recommender import Recommender
+from services.datastore import load_prepared
+from services.jobs.evaluate import build_r2ec
+from services.settings import load_settings
+
+DATASET = "ml-100k"
+K = 10
+RANDOM_SEEDS = 20
+POLICIES: tuple[tuple[int, int | None], ...] = ((1, None), (1, 1), (1, 0), (2, None), (2, 1), (2, 0))
+
+
+@torch.no_grad()
+def masked_scores(model: Recommender, samples: Samples, batch_size: int, split: str) -> torch.Tensor:
+    """(n, n_items) float32 scores of every sample, its history at -inf."""
+    chunks = []
+    for start in tqdm(range(0, len(samples), batch_size), desc=f"scoring {split}"):
+        batch = samples.take(slice(start, start + batch_size))
+        chunks.append(mask_history(model.full_sort_predict(batch), torch.from_numpy(batch.history)))
+    return torch.cat(chunks)
+
+
+def ranks_under(scores: torch.Tensor, samples: Samples, pool: np.ndarray | None, slots: int) -> np.ndarray:
+    """Target ranks once ``slots`` places of each top K go to the best-scored items of ``pool`` (none: as scored)."""
+    if pool is not None:
+        scores = reserve_new_item_slots(scores, torch.from_numpy(pool), slots, K)
+    return target_ranks(scores, torch.from_numpy(samples.target), torch.from_numpy(samples.history)).numpy()
+
+
+def random_pick_hits(scores: torch.Tensor, samples: Samples, pool: np.ndarray, slots: int) -> float:
+    """Mean top-K hits when the slots go to pool items drawn uniformly: the pool is re-scored at random below every
+    other item, so the model's list stays and the reserved places get a random unseen pool item."""
+    finite = torch.isfinite(scores)
+    floor = scores[finite].min() - 2.0
+    in_pool = torch.from_numpy(pool) & finite
+    hits = []
+    for seed in range(RANDOM_SEEDS):
+        noise = torch.rand(scores.shape, generator=torch.Generator().manual_seed(seed))
+        shuffled = torch.where(in_pool, floor + noise, scores)
+        hits.append(in_top_k(ranks_under(shuffled, samples, pool, slots), K).sum())
+    return float(np.mean(hits))
+
+
+def pool_label(data: PreparedData, max_age_years: int | None) -> str:
+    size = int(new_items(data, max_age_years).sum())
+    if max_age_years is None:
+        return f"never chosen ({size})"
+    return f"never chosen, released <= {max_age_years} y before the window's last year ({size})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="a trained RUN/contrastive/best (or recpo/best) folder")
+    parser.add_argument("--n-test", type=int, default=2000, help="seeded test samples (plus all cold ones)")
+    parser.add_argument("--valid-samples", type=int, default=300, help="seeded validation samples (plus its cold ones)")
+    parser.add_argument("--name", default="slot_policies", help="results file stem under benchmarks/results")
+    args = parser.parse_args()
+    settings = load_settings(progress=False)
+    data = load_prepared(settings, DATASET)
+    model, model_name = build_r2ec(settings, data, args.checkpoint)
+    model.fit(data)
+    splits = {
+        "valid": evaluation_subset(data.valid, args.valid_samples, settings.seed),
+        "test": evaluation_subset(data.test, args.n_test, settings.seed),
+    }
+    scores = {split: masked_scores(model, s, settings.inference_batch_size, split) for split, (s, _) in splits.items()}
+
+    figures: dict[str, float | str] = {"model": f"{model_name} ({args.checkpoint})"}
+    for split, (samples, overall) in splits.items():
+        figures[f"{split}: seeded samples, cold samples"] = f"{int(overall.sum())}, {int(samples.cold.sum())}"
+    per_policy: dict[str, dict[str, float]] = {}
+    for slots, max_age in [(0, None), *POLICIES]:
+        label = "model alone" if slots == 0 else f"{slots} slot(s), {pool_label(data, max_age)}"
+        pool = None if slots == 0 else new_items(data, max_age)
+        row: dict[str, float] = {}
+        for split, (samples, overall) in splits.items():
+            ranks = ranks_under(scores[split], samples, pool, slots)
+            cold = samples.cold
+            row[f"{split} NDCG@10"] = round(ranking_metrics(ranks[overall], (K,))["ndcg@10"], 4)
+            row[f"{split} cold NDCG@10"] = round(ranking_metrics(ranks[cold], (K,))["ndcg@10"], 4)
+            row[f"{split} cold hits"] = int(in_top_k(ranks[cold], K).sum())
+            if pool is not None:
+                cold_rows = np.flatnonzero(cold)
+                row[f"{split} cold hits, random pick"] = random_pick_hits(
+                    scores[split][cold_rows], samples.take(cold_rows), pool, slots
+                )
+        per_policy[label] = row
+        figures.update({f"{label}: {figure}": value for figure, value in row.items()})
+    notes = [
+        "Each policy is applied to the same scores (one scoring pass per split), so differences between rows are "
+        "the policy's alone. 'random pick' gives the same reserved places to pool items drawn uniformly "
+        f"(mean of {RANDOM_SEEDS} seeds) and keeps the model's list otherwise.",
+        "Test rows: quality.md's seeded 2,000 + all 148 cold-start samples (overall NDCG@10 on the 2,000 only, "
+        "cold figures on the 148); validation: the seeded rows of wise_ft.md plus its 53 cold ones.",
+        f"Weights dtype: {model.config.dtype}; one scoring run.",
+    ]
+    dtype = f"R2EC_DTYPE={os.environ['R2EC_DTYPE']} " if "R2EC_DTYPE" in os.environ else ""
+    command = f"{dtype}.venv/bin/python -m benchmarks.slot_policies {' '.join(sys.argv[1:])}"
+    write_results(args.name, command, figures, notes)
+    plot_policies(per_policy, RESULTS / f"{args.name}.png")
+
+
+def plot_policies(per_policy: dict[str, dict[str, float]], out: Path) -> None:
+    """Warm accuracy against cold-start hits per policy, the model's pick beside a random pick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for index, (label, row) in enumerate(per_policy.items()):
+        colour = f"C{index}"
+        axes.scatter(row["test NDCG@10"], row["test cold hits"], color=colour, marker="o", label=label)
+        if "test cold hits, random pick" in row:
+            axes.scatter(row["test NDCG@10"], row["test cold hits, random pick"], color=colour, marker="x")
+    axes.set_xlabel("test NDCG@10 (2,000 seeded samples)")
+    axes.set_ylabel("cold-start test targets in the top 10 (of 148)")
+    axes.set_title("New-item slots: the model's pick (o) against a random pick in the same pool (x)", fontsize=10)
+    axes.legend(fontsize=7, loc="upper right")
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
