@@ -22,6 +22,7 @@ import torch
 from benchmarks.report import write_results
 from r2ec.data.samples import PreparedData
 from r2ec.evaluation.metrics import in_top_k, ranking_metrics, target_ranks
+from r2ec.new_item_slots import last_training_year
 from services.datastore import load_prepared
 from services.settings import load_settings
 
@@ -74,7 +75,7 @@ def main() -> None:
     figures["newest first: cold targets in the top 10 (mean, min-max)"] = (
         f"{np.mean(newest_hits):.1f}, {min(newest_hits)}-{max(newest_hits)}"
     )
-    last_year = pd.Timestamp(int(data.train.target_time.max()), unit="s").year
+    last_year = last_training_year(data)
     years = pd.to_numeric(data.items["year"], errors="coerce").to_numpy(dtype=np.float64)
     figures[f"cold targets released in {last_year}"] = int((years[test.target[test.cold]] == last_year).sum())
     figures[f"never-chosen items released in {last_year} / {last_year - 1} / earlier or unknown"] = (

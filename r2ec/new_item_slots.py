@@ -26,25 +26,33 @@ def _check_slots(slots: int, k: int) -> None:
         raise ValueError(f"need 0 < slots <= k, got slots={slots}, k={k}")
 
 
+def _check_max_age(max_age_years: int | None) -> None:
+    if max_age_years is not None and max_age_years < 0:
+        raise ValueError(f"max_age_years must be >= 0, got {max_age_years}")
+
+
+def last_training_year(data: PreparedData) -> int:
+    """Calendar year (UTC) of the training window's last target: the reference for a release's age."""
+    return pd.Timestamp(int(data.train.target_time.max()), unit="s").year
+
+
 def new_items(data: PreparedData, max_age_years: int | None = None) -> np.ndarray:
     """(n_items,) bool: the items nobody chose in training, which a slot may show.
 
     With ``max_age_years``, only those released at most that many calendar years before the year of the training
     window's last target: new *releases*. Why: on ML-100k 31 of the 66 never-chosen items are back-catalogue
     films (1930s to 1996) that nobody picks, while 114 of the 148 cold-start test targets are 1998 releases
-    (``benchmarks/results/slot_policies.md``); a slot spent on an old film nobody wanted is exploration wasted.
+    (``benchmarks/results/cold_ceiling.md``); a slot spent on an old film nobody wanted is exploration wasted.
     An item with an unknown year is not counted as a new release.
     """
     never_chosen = data.train_target_counts() == 0
     if max_age_years is None:
         return never_chosen
-    if max_age_years < 0:
-        raise ValueError(f"max_age_years must be >= 0, got {max_age_years}")
+    _check_max_age(max_age_years)
     if "year" not in data.items:
         raise ValueError(f"{data.name}: the catalogue has no 'year' column, so new releases cannot be told apart")
-    last_year = pd.Timestamp(int(data.train.target_time.max()), unit="s").year
     years = pd.to_numeric(data.items["year"], errors="coerce").to_numpy(dtype=np.float64)
-    return never_chosen & (years >= last_year - max_age_years)  # NaN >= x is False
+    return never_chosen & (years >= last_training_year(data) - max_age_years)  # NaN >= x is False
 
 
 def reserve_new_item_slots(scores: torch.Tensor, new_items: torch.Tensor, slots: int, k: int) -> torch.Tensor:
@@ -89,8 +97,7 @@ class NewItemSlots(Recommender):
 
     def __init__(self, base: Recommender, slots: int = 1, k: int = 10, max_age_years: int | None = None) -> None:
         _check_slots(slots, k)  # before fit: bad arguments fail at once, not after the model is loaded
-        if max_age_years is not None and max_age_years < 0:
-            raise ValueError(f"max_age_years must be >= 0, got {max_age_years}")
+        _check_max_age(max_age_years)
         self.base = base
         self.name = f"{base.name}+new-item-slots"
         self.slots = slots

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from r2ec.data.samples import PreparedData, Samples, prepare
 from r2ec.data.synthetic import generate_synthetic
 from r2ec.evaluation.evaluator import evaluate
-from r2ec.new_item_slots import NewItemSlots, new_items, reserve_new_item_slots
+from r2ec.new_item_slots import NewItemSlots, last_training_year, new_items, reserve_new_item_slots
 from r2ec.recommender import Recommender
 
 K = 10
@@ -117,7 +117,7 @@ def with_years(data: PreparedData, late_years: list[float]) -> PreparedData:
 
 
 def test_a_release_age_limit_keeps_only_recent_never_chosen_items(with_releases: PreparedData) -> None:
-    last_year = pd.Timestamp(int(with_releases.train.target_time.max()), unit="s").year
+    last_year = last_training_year(with_releases)
     data = with_years(with_releases, [last_year, last_year - 1, last_year - 5, np.nan])
     years, never_chosen = data.items["year"].to_numpy(), data.train_target_counts() == 0
     assert np.array_equal(new_items(data), never_chosen)
@@ -127,7 +127,7 @@ def test_a_release_age_limit_keeps_only_recent_never_chosen_items(with_releases:
 
 
 def test_slots_with_an_age_limit_skip_old_never_chosen_items(with_releases: PreparedData) -> None:
-    last_year = pd.Timestamp(int(with_releases.train.target_time.max()), unit="s").year
+    last_year = last_training_year(with_releases)
     data = with_years(with_releases, [last_year, 1990])
     slotted = NewItemSlots(NewItemsLast(), slots=1, max_age_years=0)
     budget = slotted.fit(data)
@@ -138,6 +138,11 @@ def test_slots_with_an_age_limit_skip_old_never_chosen_items(with_releases: Prep
     assert (report.ranks[cold_recent] <= K).mean() > 0.9, "a recent cold target still takes the slot"
     assert (report.ranks[cold_old] > K).all(), "an old never-chosen item no longer gets one"
     assert budget["new_items"] == int(new_items(data, 0).sum())
+
+
+def test_the_last_training_year_is_that_of_the_latest_training_target(with_releases: PreparedData) -> None:
+    latest = max(with_releases.train.target_time)
+    assert last_training_year(with_releases) == datetime.fromtimestamp(int(latest), UTC).year
 
 
 def test_an_age_limit_needs_release_years(with_releases: PreparedData) -> None:
