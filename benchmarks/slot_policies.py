@@ -9,7 +9,8 @@ or only from those released at most Y years before the training window's last ye
 (the model's list otherwise unchanged; exact expectation and tail): what the model's choice adds over luck.
 
 ``.venv/bin/python -m benchmarks.slot_policies CHECKPOINT`` writes ``results/slot_policies.{json,md,png}``;
-about 25 minutes on a 2-core CPU in float32, nearly all of it scoring.
+about 25 minutes on a 2-core CPU in float32 for a contrastive checkpoint, 35 for a RecPO one (it writes a
+reasoning per user), nearly all of it scoring.
 """
 
 from __future__ import annotations
