@@ -85,6 +85,29 @@ def random_pick_figures(
     return round(float(np.sum(chances)), 2), float(distribution[hits:].sum())
 
 
+def constant_pick_hits(scores: torch.Tensor, samples: Samples, pool: np.ndarray) -> np.ndarray:
+    """Top-K hits, for each pool item, when one reserved place shows that same item to everyone (the next item of
+    one fixed, seeded order where a user has seen it; the model's own list otherwise): a pick without any personal
+    signal, whose luck depends on which item it is."""
+    finite = torch.isfinite(scores)
+    listed = torch.zeros_like(finite).scatter_(1, scores.topk(K, dim=1).indices, True)
+    floor = scores[finite].min() - 2.0
+    fixed_order = torch.from_numpy(np.random.default_rng(0).random(len(pool))).float()  # in [0, 1): below the pick
+    lowered = torch.where(torch.from_numpy(pool) & finite & ~listed, floor + fixed_order, scores)
+    hits = []
+    for item in np.flatnonzero(pool):
+        forced = lowered.clone()
+        forced[:, item] = torch.where(finite[:, item] & ~listed[:, item], floor + 1.0, forced[:, item])
+        hits.append(in_top_k(ranks_under(forced, samples, pool, 1), K).sum())
+    return np.array(hits)
+
+
+def shown_items(scores: torch.Tensor, pool: np.ndarray, slots: int) -> int:
+    """How many distinct pool items the policy's top K lists show across the rows of ``scores``."""
+    top = reserve_new_item_slots(scores, torch.from_numpy(pool), slots, K).topk(K, dim=1).indices
+    return len({int(i) for i in top.flatten() if pool[i]})
+
+
 def pool_label(data: PreparedData, max_age_years: int | None) -> str:
     size = int(new_items(data, max_age_years).sum())
     if max_age_years is None:
@@ -112,11 +135,11 @@ def main() -> None:
     figures: dict[str, float | str] = {"model": f"{model_name} ({args.checkpoint})"}
     for split, (samples, overall) in splits.items():
         figures[f"{split}: seeded samples, cold samples"] = f"{int(overall.sum())}, {int(samples.cold.sum())}"
-    per_policy: dict[str, dict[str, float]] = {}
+    per_policy: dict[str, dict[str, float | str]] = {}
     for slots, max_age in [(0, None), *POLICIES]:
         label = "model alone" if slots == 0 else f"{slots} slot(s), {pool_label(data, max_age)}"
         pool = None if slots == 0 else new_items(data, max_age)
-        row: dict[str, float] = {}
+        row: dict[str, float | str] = {}
         for split, (samples, overall) in splits.items():
             ranks = ranks_under(scores[split], samples, pool, slots)
             cold = samples.cold
@@ -124,19 +147,29 @@ def main() -> None:
             row[f"{split} cold NDCG@10"] = round(ranking_metrics(ranks[cold], (K,))["ndcg@10"], 4)
             row[f"{split} cold hits"] = int(in_top_k(ranks[cold], K).sum())
             if pool is not None:
-                cold_rows = np.flatnonzero(cold)
-                expected, tail = random_pick_figures(
-                    scores[split][cold_rows], samples.take(cold_rows), pool, slots, row[f"{split} cold hits"]
-                )
+                cold_scores, cold_samples = scores[split][cold], samples.take(np.flatnonzero(cold))
+                hits = row[f"{split} cold hits"]
+                expected, tail = random_pick_figures(cold_scores, cold_samples, pool, slots, hits)
                 row[f"{split} cold hits, random pick (expected)"] = expected
                 row[f"{split} P(random pick >= the model's cold hits)"] = float(f"{tail:.2g}")
+                row[f"{split} distinct new items shown to cold users"] = shown_items(cold_scores, pool, slots)
+                if slots == 1:
+                    constant = constant_pick_hits(cold_scores, cold_samples, pool)
+                    row[f"{split} cold hits, one item for everyone (mean, max)"] = (
+                        f"{constant.mean():.2f}, {constant.max()}"
+                    )
+                    row[f"{split} P(one item for everyone >= the model's cold hits)"] = round(
+                        float((constant >= hits).mean()), 3
+                    )
         per_policy[label] = row
         figures.update({f"{label}: {figure}": value for figure, value in row.items()})
     notes = [
         "Each policy is applied to the same scores (one scoring pass per split), so differences between rows are "
         "the policy's alone. 'random pick' gives the same reserved places to pool items drawn uniformly and keeps "
         "the model's list otherwise; its expected hits and the chance of matching the model's are exact "
-        "(Poisson-binomial over the cold samples), not simulated.",
+        "(Poisson-binomial over the cold samples), not simulated. 'one item for everyone' (1 slot only) shows the "
+        "same pool item to every user, each pool item in turn: no personal signal, but a lucky item scores high "
+        "because cold targets crowd on a few new releases; P is the share of pool items that reach the model's hits.",
         "Test rows: quality.md's seeded 2,000 + all 148 cold-start samples (overall NDCG@10 on the 2,000 only, "
         "cold figures on the 148); validation: the seeded rows of wise_ft.md plus its 53 cold ones.",
         f"Weights dtype: {model.config.dtype}; one scoring run.",
@@ -147,7 +180,7 @@ def main() -> None:
     plot_policies(per_policy, RESULTS / f"{args.name}.png")
 
 
-def plot_policies(per_policy: dict[str, dict[str, float]], out: Path) -> None:
+def plot_policies(per_policy: dict[str, dict[str, float | str]], out: Path) -> None:
     """Cold-start hits per policy, the model's pick beside a random pick in the same pool; warm cost in the labels."""
     import matplotlib
 
