@@ -16,13 +16,12 @@ releases in front of everyone, whatever the warm ranking pays for it.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
 
 from benchmarks.report import write_results
 from r2ec.data.samples import PreparedData
 from r2ec.evaluation.metrics import in_top_k, ranking_metrics, target_ranks
-from r2ec.new_item_slots import last_training_year
+from r2ec.new_item_slots import last_training_year, new_items, release_years
 from services.datastore import load_prepared
 from services.settings import load_settings
 
@@ -31,13 +30,11 @@ TOP_COLD_TARGETS = 8
 NEWEST_FIRST_SEEDS = 20
 
 
-def newest_first_ranks(data: PreparedData, seed: int) -> np.ndarray:
+def newest_first_ranks(data: PreparedData, years: np.ndarray, never_chosen: np.ndarray, seed: int) -> np.ndarray:
     """Test target ranks under one list for everyone: release year descending, never-chosen items first within a
     year, random order among the rest of a tie; unknown years last; history masked."""
-    years = np.nan_to_num(pd.to_numeric(data.items["year"], errors="coerce").to_numpy(dtype=np.float64), nan=0.0)
-    never_chosen = data.train_target_counts() == 0
     noise = np.random.default_rng(seed).random(data.n_items)
-    key = years * 4 + never_chosen * 2 + noise  # year dominates, then never-chosen, then the random tie-break
+    key = np.nan_to_num(years, nan=0.0) * 4 + never_chosen * 2 + noise  # year first, then never-chosen, then chance
     scores = torch.from_numpy(np.tile(key, (len(data.test), 1)))
     return target_ranks(scores, torch.from_numpy(data.test.target), torch.from_numpy(data.test.history)).numpy()
 
@@ -50,7 +47,7 @@ def main() -> None:
     scores = torch.from_numpy(np.tile(test_counts.astype(np.float32), (len(test), 1)))
     ranks = target_ranks(scores, torch.from_numpy(test.target), torch.from_numpy(test.history)).numpy()
     overall, cold = ranking_metrics(ranks), ranking_metrics(ranks[test.cold])
-    never_chosen = data.train_target_counts() == 0
+    never_chosen, years = new_items(data), release_years(data)
     popularity_rank = (test_counts >= test_counts[:, None]).sum(axis=1)  # ties count against, as in target_ranks
     cold_targets, cold_counts = np.unique(test.target[test.cold], return_counts=True)
     figures: dict[str, float | str] = {
@@ -64,7 +61,7 @@ def main() -> None:
         "oracle: cold targets in the top 10": int(in_top_k(ranks[test.cold], 10).sum()),
         "oracle: best rank of any never-chosen item": int(popularity_rank[never_chosen].min()),
     }
-    newest = [newest_first_ranks(data, seed) for seed in range(NEWEST_FIRST_SEEDS)]
+    newest = [newest_first_ranks(data, years, never_chosen, seed) for seed in range(NEWEST_FIRST_SEEDS)]
     newest_hits = [int(in_top_k(r[test.cold], 10).sum()) for r in newest]
     figures["newest first: test NDCG@10 (mean over seeds)"] = round(
         float(np.mean([ranking_metrics(r)["ndcg@10"] for r in newest])), 4
@@ -76,7 +73,6 @@ def main() -> None:
         f"{np.mean(newest_hits):.1f}, {min(newest_hits)}-{max(newest_hits)}"
     )
     last_year = last_training_year(data)
-    years = pd.to_numeric(data.items["year"], errors="coerce").to_numpy(dtype=np.float64)
     figures[f"cold targets released in {last_year}"] = int((years[test.target[test.cold]] == last_year).sum())
     figures[f"never-chosen items released in {last_year} / {last_year - 1} / earlier or unknown"] = (
         f"{(never_chosen & (years == last_year)).sum()} / {(never_chosen & (years == last_year - 1)).sum()} / "

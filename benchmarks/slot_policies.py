@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.report import RESULTS, write_results
-from r2ec.data.samples import PreparedData, Samples
+from r2ec.data.samples import Samples
 from r2ec.evaluation.evaluator import evaluation_subset
 from r2ec.evaluation.metrics import in_top_k, mask_history, ranking_metrics, target_ranks
 from r2ec.new_item_slots import new_items, reserve_new_item_slots
@@ -108,8 +108,8 @@ def shown_items(scores: torch.Tensor, pool: np.ndarray, slots: int) -> int:
     return len({int(i) for i in top.flatten() if pool[i]})
 
 
-def pool_label(data: PreparedData, max_age_years: int | None) -> str:
-    size = int(new_items(data, max_age_years).sum())
+def pool_label(pool: np.ndarray, max_age_years: int | None) -> str:
+    size = int(pool.sum())
     if max_age_years is None:
         return f"never chosen ({size})"
     return f"never chosen, released <= {max_age_years} y before the window's last year ({size})"
@@ -137,8 +137,8 @@ def main() -> None:
         figures[f"{split}: seeded samples, cold samples"] = f"{int(overall.sum())}, {int(samples.cold.sum())}"
     per_policy: dict[str, dict[str, float | str]] = {}
     for slots, max_age in [(0, None), *POLICIES]:
-        label = "model alone" if slots == 0 else f"{slots} slot(s), {pool_label(data, max_age)}"
         pool = None if slots == 0 else new_items(data, max_age)
+        label = "model alone" if pool is None else f"{slots} slot(s), {pool_label(pool, max_age)}"
         row: dict[str, float | str] = {}
         for split, (samples, overall) in splits.items():
             ranks = ranks_under(scores[split], samples, pool, slots)

@@ -36,6 +36,13 @@ def last_training_year(data: PreparedData) -> int:
     return pd.Timestamp(int(data.train.target_time.max()), unit="s").year
 
 
+def release_years(data: PreparedData) -> np.ndarray:
+    """(n_items,) float release years, NaN where unknown; a catalogue without a ``year`` column is refused."""
+    if "year" not in data.items:
+        raise ValueError(f"{data.name}: the catalogue has no 'year' column, so new releases cannot be told apart")
+    return pd.to_numeric(data.items["year"], errors="coerce").to_numpy(dtype=np.float64)
+
+
 def new_items(data: PreparedData, max_age_years: int | None = None) -> np.ndarray:
     """(n_items,) bool: the items nobody chose in training, which a slot may show.
 
@@ -49,10 +56,7 @@ def new_items(data: PreparedData, max_age_years: int | None = None) -> np.ndarra
     if max_age_years is None:
         return never_chosen
     _check_max_age(max_age_years)
-    if "year" not in data.items:
-        raise ValueError(f"{data.name}: the catalogue has no 'year' column, so new releases cannot be told apart")
-    years = pd.to_numeric(data.items["year"], errors="coerce").to_numpy(dtype=np.float64)
-    return never_chosen & (years >= last_training_year(data) - max_age_years)  # NaN >= x is False
+    return never_chosen & (release_years(data) >= last_training_year(data) - max_age_years)  # NaN >= x is False
 
 
 def reserve_new_item_slots(scores: torch.Tensor, new_items: torch.Tensor, slots: int, k: int) -> torch.Tensor:
