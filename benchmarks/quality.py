@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from r2ec.data.movielens import DatasetUnavailable
+from r2ec.data.samples import PreparedData, held_out_items
 from r2ec.modeling.backbone import EMBEDDED_BACKBONE, resolve_dtype
 from r2ec.modeling.recommender import R2ecRecommender
 from r2ec.training.config import TrainConfig
@@ -95,6 +96,7 @@ class Recipe:
     show_year: bool = True  # release year in item prompts
     show_date: bool = False  # the prediction date in user prompts
     init_adapter: str = ""  # contrastive continues from this checkpoint's adapter (a run's best/), not a fresh LoRA
+    hold_out_items: float = 0.0  # > 0: this share of training's items is hidden from training (item_holdout.py)
 
 
 def contrastive_config(recipe: Recipe) -> TrainConfig:
@@ -137,12 +139,16 @@ def recpo_config(recipe: Recipe) -> TrainConfig:
     )
 
 
-def load_data(settings: Settings):
+def load_data(settings: Settings, hold_out_items: float = 0.0) -> PreparedData:
+    """ML-100k (prepared on first use), with ``hold_out_items`` > 0 of training's items hidden from training."""
     try:
-        return load_prepared(settings, DATASET)
+        data = load_prepared(settings, DATASET)
     except DatasetUnavailable:
         prepare_data.run(settings, DATASET)
-        return load_prepared(settings, DATASET)
+        data = load_prepared(settings, DATASET)
+    if hold_out_items:
+        data = data.hold_out_items(held_out_items(data, hold_out_items, settings.seed))
+    return data
 
 
 def samples_behind(recipe: Recipe) -> int:
@@ -159,7 +165,7 @@ def train(settings: Settings, runs: Path, recipe: Recipe, modes: list[str]) -> d
 
     ``modes`` may name only ``recpo`` to retrain RecPO from an earlier run's contrastive adapter.
     """
-    data = load_data(settings)
+    data = load_data(settings, recipe.hold_out_items)
     config = model_config(DATASET, reasoning=False, backbone=recipe.backbone, top_layers=recipe.top_layers or None)
     config = replace(
         config,

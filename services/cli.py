@@ -55,8 +55,6 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.checkpoint is not None and args.model != "r2ec":
         raise UsageError("--checkpoint only applies to --model r2ec")
-    if args.new_item_max_age_years is not None and not args.new_item_slots:
-        raise UsageError("--new-item-max-age-years only applies with --new-item-slots")
     result = evaluate.run(
         settings,
         args.model,

@@ -4,6 +4,10 @@ One sample per (user, next interaction): the history is up to ``max_history`` pr
 (oldest first), the target is the next item. Samples are ordered by target time, ties broken by the log's
 original row order (a stable sort), then cut 80 / 10 / 10 into train / valid / test. A test or validation
 sample is *cold* when its target item is never the target of a training sample.
+
+An *item holdout* (``PreparedData.hold_out_items``) hides a random share of the items that training chose from
+training altogether, so that the cold slice also holds items that are not new releases: a test of whether the
+text item tower ranks an item no model was trained on, apart from how fresh it is.
 """
 
 from __future__ import annotations
@@ -84,6 +88,54 @@ class PreparedData:
             raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
         return getattr(self, name)
 
+    def hold_out_items(self, items: np.ndarray) -> PreparedData:
+        """This data with ``items`` hidden from training; validation and test are unchanged but for ``cold``.
+
+        Training samples that target one of them are dropped, and they are cut out of the other training
+        histories (a sample left without history is dropped too), so that no model sees them in training, as a
+        target or as context. Validation and test samples whose target is one of them become cold.
+        """
+        train = without_items(self.train, items)
+        valid, test = with_cold_flags(self.valid, train), with_cold_flags(self.test, train)
+        return replace(self, train=train, valid=valid, test=test)
+
+
+def held_out_items(data: PreparedData, fraction: float, seed: int = 0) -> np.ndarray:
+    """A seeded, uniform random ``fraction`` of the distinct items that training chose (sorted catalogue indices)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"the held-out share of items must lie strictly between 0 and 1, got {fraction}")
+    chosen = np.unique(data.train.target)
+    n = max(1, round(fraction * len(chosen)))
+    return np.sort(np.random.default_rng(seed).choice(chosen, n, replace=False))
+
+
+def without_items(samples: Samples, items: np.ndarray) -> Samples:
+    """``samples`` without those that target ``items``, with ``items`` cut out of the other histories.
+
+    A history keeps its remaining items in order, left-aligned and re-padded; samples left with an empty
+    history are dropped, as ``build_samples`` never makes one.
+    """
+    kept = np.isin(samples.history, items, invert=True) & (samples.history != PAD)
+    rows = np.isin(samples.target, items, invert=True) & kept.any(axis=1)
+    kept, part = kept[rows], samples.take(rows)
+    order = np.argsort(~kept, axis=1, kind="stable")  # kept slots first, each group in its original order
+    kept = np.take_along_axis(kept, order, axis=1)
+
+    def compact(values: np.ndarray, pad: float) -> np.ndarray:
+        return np.where(kept, np.take_along_axis(values, order, axis=1), pad).astype(values.dtype)
+
+    return replace(
+        part,
+        history=compact(part.history, PAD),
+        history_rating=compact(part.history_rating, np.nan),
+        history_time=compact(part.history_time, 0),
+    )
+
+
+def with_cold_flags(part: Samples, train: Samples) -> Samples:
+    """``part`` with ``cold`` set where its target is never a target of ``train``."""
+    return replace(part, cold=np.isin(part.target, np.unique(train.target), invert=True))
+
 
 def build_samples(
     interactions: pd.DataFrame, item_index: dict[str, int], max_history: int = 20
@@ -139,11 +191,7 @@ def temporal_split(
         samples.take(order[cut_train:cut_valid]),
         samples.take(order[cut_valid:]),
     )
-    seen = np.unique(train.target)
-    with_cold = [
-        part if part is train else replace(part, cold=~np.isin(part.target, seen)) for part in (train, valid, test)
-    ]
-    return with_cold[0], with_cold[1], with_cold[2]
+    return train, with_cold_flags(valid, train), with_cold_flags(test, train)
 
 
 def prepare(name: str, interactions: pd.DataFrame, items: pd.DataFrame, max_history: int = 20) -> PreparedData:

@@ -74,6 +74,8 @@ def run(
     of every top 10 to the best-scored items nobody chose in training (row ``<model>+new-item-slots``);
     ``new_item_max_age_years`` limits those to new releases (``r2ec.new_item_slots.new_items``).
     """
+    if new_item_max_age_years is not None and not new_item_slots:
+        raise ValueError("a new-item age limit (--new-item-max-age-years) only applies with new-item slots")
     started = time.perf_counter()
     data = load_prepared(settings, dataset)
     if model == "r2ec":

@@ -73,4 +73,4 @@ def test_prepare_then_evaluate_json_shape(r2ec_home: Path, tmp_path: Path, capsy
     code, _, err = run([*slots, "1", "--new-item-max-age-years", "1"], capsys)  # the synthetic catalogue has no years
     assert code == 2 and "no 'year' column" in err and "Traceback" not in err
     code, _, err = run([*slots, "0", "--new-item-max-age-years", "1"], capsys)
-    assert code == 2 and "only applies with --new-item-slots" in err
+    assert code == 2 and "only applies with new-item slots" in err and "Traceback" not in err

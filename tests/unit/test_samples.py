@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from r2ec.data.samples import PAD, PreparedData, build_samples, prepare, temporal_split
+from r2ec.data.samples import PAD, PreparedData, build_samples, held_out_items, prepare, temporal_split
 from r2ec.data.synthetic import generate_synthetic
 
 
@@ -102,3 +102,60 @@ def test_upcoming_targets_follow_each_user_in_time_within_the_split(synthetic_da
             assert upcoming[row].tolist() == later[position : position + 3]
     # nothing from the later windows: a user's last training sample has no upcoming target beyond itself
     assert (upcoming == PAD).any()
+
+
+def test_hold_out_items_hides_them_from_training_and_keeps_everything_else(synthetic_data: PreparedData) -> None:
+    held = held_out_items(synthetic_data, 0.2, seed=1)
+    data = synthetic_data.hold_out_items(held)
+    hidden = set(held.tolist())
+
+    # per original training sample, by a loop: dropped, or kept with the held-out items cut from its history
+    expected = []
+    for row in range(len(synthetic_data.train)):
+        sample = synthetic_data.train.take(slice(row, row + 1))
+        slots = [j for j, item in enumerate(sample.history[0].tolist()) if item != PAD and item not in hidden]
+        if int(sample.target[0]) in hidden or not slots:
+            continue
+        expected.append(
+            (
+                sample.user_id[0],
+                int(sample.target[0]),
+                int(sample.target_time[0]),
+                [int(sample.history[0, j]) for j in slots],
+                [int(sample.history_time[0, j]) for j in slots],
+                [float(sample.history_rating[0, j]) for j in slots],
+            )
+        )
+    train = data.train
+    got = [
+        (
+            train.user_id[i],
+            int(train.target[i]),
+            int(train.target_time[i]),
+            train.history[i, : train.history_len[i]].tolist(),
+            train.history_time[i, : train.history_len[i]].tolist(),
+            train.history_rating[i, : train.history_len[i]].tolist(),
+        )
+        for i in range(len(train))
+    ]
+    assert got == expected
+    assert len(train) < len(synthetic_data.train)
+    assert (train.history[:, 1:] == PAD)[train.history[:, :-1] == PAD].all()  # pads only on the right
+    assert not np.isin(train.history, held).any() and not np.isin(train.target, held).any()
+
+    # validation and test keep their samples; targets now missing from training, held-out ones among them, are cold
+    for before, after in ((synthetic_data.valid, data.valid), (synthetic_data.test, data.test)):
+        assert (after.history == before.history).all() and (after.target == before.target).all()
+        assert (after.cold == ~np.isin(after.target, train.target)).all()
+        assert after.cold[np.isin(after.target, held)].all() and (after.cold >= before.cold).all()
+
+
+def test_held_out_items_are_a_seeded_share_of_the_items_training_chose(synthetic_data: PreparedData) -> None:
+    chosen = np.unique(synthetic_data.train.target)
+    held = held_out_items(synthetic_data, 0.25, seed=3)
+    assert len(held) == round(0.25 * len(chosen)) and np.isin(held, chosen).all()
+    assert (held == held_out_items(synthetic_data, 0.25, seed=3)).all()
+    assert not np.array_equal(held, held_out_items(synthetic_data, 0.25, seed=4))
+    for share in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            held_out_items(synthetic_data, share)
