@@ -32,6 +32,7 @@ from r2ec.baselines.sasrec import SASRec, SASRecConfig
 from r2ec.data.samples import PreparedData, Samples, held_out_items
 from r2ec.evaluation.evaluator import evaluation_subset, sample_ranks
 from r2ec.evaluation.metrics import in_top_k, median_rank, ranking_metrics
+from r2ec.modeling.backbone import resolve_dtype
 from r2ec.recommender import Recommender
 from services.jobs.evaluate import build_baseline, build_r2ec
 from services.settings import Settings, load_settings
@@ -161,8 +162,8 @@ def main() -> None:
             if args.seen_checkpoint
             else []
         ),
-        f"Scored on {device_name()}, weights {settings.dtype or 'auto'}; one run. A target in the history ranks last "
-        "in the median.",
+        f"Scored on {device_name()}, weights {str(resolve_dtype(settings.dtype or 'auto')).removeprefix('torch.')}; "
+        "one run. A target in the history ranks last in the median.",
     ]
     dtype = f"R2EC_DTYPE={os.environ['R2EC_DTYPE']} " if "R2EC_DTYPE" in os.environ else ""
     command = f"{dtype}.venv/bin/python -m benchmarks.item_holdout {' '.join(sys.argv[1:])}"
