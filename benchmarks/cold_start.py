@@ -12,14 +12,12 @@ and writes ``results/<STEM>.{json,md}`` (default ``cold_start``).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.report import write_results
+from benchmarks.report import invocation, write_results
 from r2ec.data.samples import PreparedData
 from r2ec.evaluation.metrics import in_top_k, median_rank, target_ranks
 from r2ec.recommender import Recommender
@@ -73,9 +71,7 @@ def main() -> None:
         f"~{(data.n_items + 1) / 2:.0f} among all {data.n_items} items.",
         f"Weights dtype: {weights_dtype}; one run.",
     ]
-    dtype = f"R2EC_DTYPE={os.environ['R2EC_DTYPE']} " if "R2EC_DTYPE" in os.environ else ""
-    command = f"{dtype}.venv/bin/python -m benchmarks.cold_start {' '.join(sys.argv[1:])}"
-    write_results(args.name, command.strip(), figures, notes)
+    write_results(args.name, invocation("benchmarks.cold_start"), figures, notes)
 
 
 if __name__ == "__main__":

@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.quality import BUDGETS, CHECKPOINTS, RESULTS, device_name, load_data
-from benchmarks.report import write_results
+from benchmarks.quality import BUDGETS, CHECKPOINTS, RESULTS, device_name, load_data, read_budgets
+from benchmarks.report import invocation, write_results
 from r2ec.baselines.sasrec import SASRec, SASRecConfig
-from r2ec.data.samples import PreparedData, Samples, held_out_items
+from r2ec.data.samples import PreparedData, Samples, held_out_items, with_cold_flags
 from r2ec.evaluation.evaluator import evaluation_subset, sample_ranks
 from r2ec.evaluation.metrics import in_top_k, median_rank, ranking_metrics
 from r2ec.modeling.backbone import resolve_dtype
@@ -110,7 +108,7 @@ def main() -> None:
         raise SystemExit(f"unknown models {sorted(unknown)}; choose from {', '.join(MODELS)}")
     if args.seen_checkpoint:
         models.append(SEEN)
-    budgets = json.loads((args.runs / BUDGETS).read_text()) if (args.runs / BUDGETS).exists() else {}
+    budgets = read_budgets(args.runs)
     trained = [m for m in models if m in CHECKPOINTS]
     if missing := [m for m in trained if m not in budgets]:
         raise SystemExit(f"{missing}: no budget in {args.runs / BUDGETS}; run `benchmarks.quality train` first")
@@ -124,7 +122,7 @@ def main() -> None:
     data = full.hold_out_items(held)
     samples, overall = evaluation_subset(data.test, args.n_test, settings.seed)
     on_held = np.isin(samples.target, held)
-    new_releases = np.isin(samples.target, full.train.target, invert=True)  # quality.md's cold slice
+    new_releases = with_cold_flags(samples, full.train).cold  # quality.md's cold slice
     figures: dict[str, Any] = {
         "held-out items (share of training's distinct targets)": f"{len(held)} ({share:.0%})",
         "training samples without / with them": f"{len(data.train)} / {len(full.train)}",
@@ -165,9 +163,7 @@ def main() -> None:
         f"Scored on {device_name()}, weights {str(resolve_dtype(settings.dtype or 'auto')).removeprefix('torch.')}; "
         "one run. A target in the history ranks last in the median.",
     ]
-    dtype = f"R2EC_DTYPE={os.environ['R2EC_DTYPE']} " if "R2EC_DTYPE" in os.environ else ""
-    command = f"{dtype}.venv/bin/python -m benchmarks.item_holdout {' '.join(sys.argv[1:])}"
-    write_results(args.name, command, figures, notes)
+    write_results(args.name, invocation("benchmarks.item_holdout"), figures, notes)
     plot(figures, models, RESULTS / f"{args.name}.png")
 
 

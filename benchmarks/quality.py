@@ -151,6 +151,11 @@ def load_data(settings: Settings, hold_out_items: float = 0.0) -> PreparedData:
     return data
 
 
+def read_budgets(runs: Path) -> dict[str, Any]:
+    """The training budgets a runs folder holds, per model (empty before its first training)."""
+    return json.loads((runs / BUDGETS).read_text()) if (runs / BUDGETS).exists() else {}
+
+
 def samples_behind(recipe: Recipe) -> int:
     """Training samples behind ``recipe.init_adapter``, read from its run's budgets (0 where they are not there)."""
     budgets = Path(recipe.init_adapter).parent.parent / BUDGETS
@@ -175,7 +180,7 @@ def train(settings: Settings, runs: Path, recipe: Recipe, modes: list[str]) -> d
     )
     recommender = R2ecRecommender.create(config, settings.root / "cache")
     items = FrozenLayerCache(recommender, recommender.item_prompt_ids(data.items))
-    budgets: dict[str, Any] = json.loads((runs / BUDGETS).read_text()) if (runs / BUDGETS).exists() else {}
+    budgets = read_budgets(runs)
     configs = {"contrastive": contrastive_config(recipe), "recpo": recpo_config(recipe)}
     for mode in modes:
         model, config = f"r2ec-{mode}", configs[mode]
@@ -213,7 +218,7 @@ def train(settings: Settings, runs: Path, recipe: Recipe, modes: list[str]) -> d
 
 def evaluate_models(settings: Settings, runs: Path, models: list[str], n_test: int, command: str) -> list[dict]:
     """One row per model: ``r2ec evaluate --json`` fields + training budget, wall time and peak memory."""
-    budgets = json.loads((runs / BUDGETS).read_text()) if (runs / BUDGETS).exists() else {}
+    budgets = read_budgets(runs)
     rows = []
     for model in models:
         started = time.perf_counter()

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def invocation(module: str) -> str:
+    """The command line that ran ``module`` with this process's arguments, with ``R2EC_DTYPE`` first where it is set
+    (it changes the scores, so a result's command must carry it)."""
+    dtype = f"R2EC_DTYPE={os.environ['R2EC_DTYPE']} " if "R2EC_DTYPE" in os.environ else ""
+    return f"{dtype}.venv/bin/python -m {module} {' '.join(sys.argv[1:])}".strip()
 
 
 def write_results(name: str, command: str, figures: dict[str, Any], notes: list[str]) -> None:

@@ -16,15 +16,13 @@ reasoning per user), nearly all of it scoring.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks.report import RESULTS, write_results
+from benchmarks.report import RESULTS, invocation, write_results
 from r2ec.data.samples import Samples
 from r2ec.evaluation.evaluator import evaluation_subset
 from r2ec.evaluation.metrics import in_top_k, mask_history, ranking_metrics, target_ranks
@@ -174,9 +172,7 @@ def main() -> None:
         "cold figures on the 148); validation: the seeded rows of wise_ft.md plus its 53 cold ones.",
         f"Weights dtype: {model.config.dtype}; one scoring run.",
     ]
-    dtype = f"R2EC_DTYPE={os.environ['R2EC_DTYPE']} " if "R2EC_DTYPE" in os.environ else ""
-    command = f"{dtype}.venv/bin/python -m benchmarks.slot_policies {' '.join(sys.argv[1:])}"
-    write_results(args.name, command, figures, notes)
+    write_results(args.name, invocation("benchmarks.slot_policies"), figures, notes)
     plot_policies(per_policy, RESULTS / f"{args.name}.png")
 
 

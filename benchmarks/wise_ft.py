@@ -16,8 +16,6 @@ item side's text geometry that training overrides, as an item-side regulariser t
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,7 @@ import pandas as pd
 from peft.helpers import rescale_adapter_scale
 from tqdm import tqdm
 
-from benchmarks.report import RESULTS, write_results
+from benchmarks.report import RESULTS, invocation, write_results
 from r2ec.data.samples import Samples
 from r2ec.evaluation.evaluator import evaluate, evaluation_subset
 from r2ec.evaluation.metrics import in_top_k, median_rank
@@ -95,8 +93,7 @@ def main() -> None:
         + (" (item tower only; user vectors as trained)." if args.items_only else " (both towers)."),
         f"Weights dtype: {model.config.dtype}; one run. A cold target masked as history ranks last in the median.",
     ]
-    dtype = f"R2EC_DTYPE={os.environ['R2EC_DTYPE']} " if "R2EC_DTYPE" in os.environ else ""
-    write_results(args.name, f"{dtype}.venv/bin/python -m benchmarks.wise_ft {' '.join(sys.argv[1:])}", figures, notes)
+    write_results(args.name, invocation("benchmarks.wise_ft"), figures, notes)
     plot_tradeoff(per_scale, RESULTS / f"{args.name}.png", "item tower only" if args.items_only else "both towers")
 
 
