@@ -7,11 +7,14 @@ every model is trained without them and scored on the test samples whose target 
 test subset and the new-release slice (test targets that nobody chose in the full training split).
 
     .venv/bin/python -m benchmarks.quality --runs var/bench/holdout train --hold-out-items 0.05 ...
+    .venv/bin/python -m benchmarks.quality --runs var/bench/control train --contrastive-steps S --recpo-steps R ...
     .venv/bin/python -m benchmarks.item_holdout var/bench/holdout [--n-test 1000] [--models ...] \
-        [--seen-checkpoint RUN/contrastive/best]
+        [--control var/bench/control] [--seen-checkpoint RUN/contrastive/best]
 
-writes ``results/<--name>.{json,md,png}`` (default ``item_holdout``); ``--seen-checkpoint`` adds a reference that
-was trained with the held-out items. The run's ``budgets.json`` says which share was held out; the same seed
+writes ``results/<--name>.{json,md,png}`` (default ``item_holdout``). ``--control`` adds the checkpoints of a run
+with the same recipe on the full training split (the held-out items included), stopped after the holdout run's
+steps: what the slices give when the only difference is having seen the items. ``--seen-checkpoint`` adds any
+other checkpoint trained with them. The run's ``budgets.json`` says which share was held out; the same seed
 (``R2EC_SEED``) picks the same items.
 """
 
@@ -36,12 +39,16 @@ from services.jobs.evaluate import build_baseline, build_r2ec
 from services.settings import Settings, load_settings
 
 MODELS = ("popularity", "sasrec", "r2ec-zero-shot", *CHECKPOINTS)
-SEEN = "r2ec-contrastive (saw them)"  # --seen-checkpoint: a reference trained with the held-out items
+CONTROLS = {f"{m} (control, saw them)": m for m in CHECKPOINTS}  # --control: same recipe and steps, all items
+SEEN = "r2ec-contrastive (other run, saw them)"  # --seen-checkpoint: any checkpoint trained with the items
+BUDGET_LIMITS = {"hold_out_items", "contrastive_minutes", "recpo_minutes", "contrastive_steps", "recpo_steps"}
 
 
 def build(settings: Settings, data: PreparedData, args: argparse.Namespace, model: str) -> Recommender:
     if model == SEEN:
         return build_r2ec(settings, data, args.seen_checkpoint)[0]
+    if model in CONTROLS:
+        return build_r2ec(settings, data, args.control / CHECKPOINTS[CONTROLS[model]] / "best")[0]
     if model in CHECKPOINTS:
         return build_r2ec(settings, data, args.runs / CHECKPOINTS[model] / "best")[0]
     if model == "r2ec-zero-shot":
@@ -49,6 +56,23 @@ def build(settings: Settings, data: PreparedData, args: argparse.Namespace, mode
     if model == "sasrec":
         return SASRec(SASRecConfig(seed=settings.seed, max_epochs=args.sasrec_epochs))
     return build_baseline(model, settings.seed)
+
+
+def recipe_differences(holdout: dict[str, Any], control: dict[str, Any]) -> dict[str, Any]:
+    """Where the control's training differs from the holdout run's, other than the held-out items and the limits
+    that stop it (a step-matched control: none)."""
+    differences = {}
+    for model, budget in holdout.items():
+        if model not in control:
+            differences[model] = "not trained"
+            continue
+        ours, theirs = budget["recipe"], control[model]["recipe"]
+        changed = {k: (v, theirs.get(k)) for k, v in ours.items() if k not in BUDGET_LIMITS and theirs.get(k) != v}
+        if budget["steps"] != control[model]["steps"]:
+            changed["steps"] = (budget["steps"], control[model]["steps"])
+        if changed:
+            differences[model] = changed
+    return differences
 
 
 def chance_hits(samples: Samples, n_items: int, k: int = 10) -> float:
@@ -72,7 +96,7 @@ def plot(figures: dict[str, Any], models: list[str], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     slices = ("held-out items", "new releases")
-    figure, axes = plt.subplots(figsize=(8, 4))
+    figure, axes = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / len(slices)
     for i, label in enumerate(slices):
         hits = [figures[f"{m} / {label}: targets in the top 10"] for m in models]
@@ -80,7 +104,7 @@ def plot(figures: dict[str, Any], models: list[str], out: Path) -> None:
     chance = figures["held-out items: uniform pick, expected hits"]
     axes.axhline(chance, color="grey", linestyle="--", linewidth=1)
     axes.text(-0.4, chance, "a uniform pick on the held-out slice", va="bottom", fontsize=8, color="grey")
-    axes.set_xticks(np.arange(len(models)) + width / 2, models, fontsize=7, rotation=12)
+    axes.set_xticks(np.arange(len(models)) + width / 2, models, fontsize=7, rotation=15, ha="right")
     axes.set_ylabel("test targets in the top 10")
     axes.set_title("ML-100k: items hidden from training vs new releases")
     axes.legend(fontsize=8)
@@ -97,6 +121,11 @@ def main() -> None:
         "--sasrec-epochs", type=int, default=SASRecConfig.max_epochs, help="a cap on SASRec's training on a CPU"
     )
     parser.add_argument(
+        "--control",
+        type=Path,
+        help="also score the checkpoints of this runs folder: the same recipe and steps on the full training split",
+    )
+    parser.add_argument(
         "--seen-checkpoint",
         type=Path,
         help="also score a contrastive checkpoint trained on the full training split, held-out items included",
@@ -106,12 +135,17 @@ def main() -> None:
     models = [m for m in args.models.split(",") if m]
     if unknown := set(models) - set(MODELS):
         raise SystemExit(f"unknown models {sorted(unknown)}; choose from {', '.join(MODELS)}")
-    if args.seen_checkpoint:
-        models.append(SEEN)
     budgets = read_budgets(args.runs)
     trained = [m for m in models if m in CHECKPOINTS]
     if missing := [m for m in trained if m not in budgets]:
         raise SystemExit(f"{missing}: no budget in {args.runs / BUDGETS}; run `benchmarks.quality train` first")
+    if args.control:
+        control_budgets = read_budgets(args.control)
+        if differences := recipe_differences({m: budgets[m] for m in trained}, control_budgets):
+            raise SystemExit(f"{args.control} is no control of {args.runs}: (holdout, control) {differences}")
+        models += [c for c, m in CONTROLS.items() if m in trained]
+    if args.seen_checkpoint:
+        models.append(SEEN)
     shares = {budget["recipe"].get("hold_out_items", 0.0) for budget in budgets.values()}
     if len(shares) != 1 or not 0 < (share := shares.pop()) < 1:
         raise SystemExit(f"{args.runs}: its runs must hold out one share of items (`train --hold-out-items F`)")
@@ -144,6 +178,8 @@ def main() -> None:
 
     kept = ("samples", "steps", "train_wall_s", "train_device")
     runs_trained = {m: {k: budgets[m][k] for k in kept} for m in trained}
+    if args.control:
+        runs_trained |= {c: {k: control_budgets[m][k] for k in kept} for c, m in CONTROLS.items() if m in trained}
     notes = [
         f"Training of the checkpoints: {json.dumps(runs_trained)}; popularity and SASRec are fitted here on the same "
         "training split, without the held-out items. What each fit reports (SASRec capped at --sasrec-epochs): "
@@ -151,6 +187,15 @@ def main() -> None:
         "Slices: 'held-out items' = test samples whose target is a held-out item (all of them in the scored rows); "
         "'new releases' = the other cold samples (targets nobody chose in the full training split, quality.md's "
         "cold slice); 'test (seeded)' = the seeded subset, on which quality.md's overall figures are computed.",
+        *(
+            [
+                f"The '(control, saw them)' rows are {args.control}: the same recipe on the full training split "
+                "(the held-out items included), stopped after the same number of steps; the only difference is the "
+                "items. Its validation and batches draw from that split, so its samples differ, not their number."
+            ]
+            if args.control
+            else []
+        ),
         *(
             [
                 f"'{SEEN}' is {args.seen_checkpoint}, trained on the full training split (the held-out items "

@@ -75,6 +75,8 @@ class Recipe:
 
     contrastive_minutes: float = 25.0
     recpo_minutes: float = 15.0
+    contrastive_steps: int = 0  # > 0: the contrastive run also stops after this many steps (a step-matched control)
+    recpo_steps: int = 0  # > 0: the RecPO run also stops after this many steps
     backbone: str = EMBEDDED_BACKBONE
     dtype: str = "auto"
     top_layers: int = 4  # LoRA on the top k layers; 0 = all
@@ -102,7 +104,7 @@ class Recipe:
 def contrastive_config(recipe: Recipe) -> TrainConfig:
     return TrainConfig(
         mode="contrastive",
-        max_steps=100_000,
+        max_steps=recipe.contrastive_steps or 100_000,
         max_minutes=recipe.contrastive_minutes,
         batch_size=recipe.batch_size,
         learning_rate=recipe.contrastive_lr,
@@ -123,7 +125,7 @@ def contrastive_config(recipe: Recipe) -> TrainConfig:
 def recpo_config(recipe: Recipe) -> TrainConfig:
     return TrainConfig(
         mode="recpo",
-        max_steps=100_000,
+        max_steps=recipe.recpo_steps or 100_000,
         max_minutes=recipe.recpo_minutes,
         batch_size=recipe.recpo_batch_size,
         group_size=4,
