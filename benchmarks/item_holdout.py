@@ -41,16 +41,15 @@ from services.settings import Settings, load_settings
 MODELS = ("popularity", "sasrec", "r2ec-zero-shot", *CHECKPOINTS)
 CONTROLS = {f"{m} (control, saw them)": m for m in CHECKPOINTS}  # --control: same recipe and steps, all items
 SEEN = "r2ec-contrastive (other run, saw them)"  # --seen-checkpoint: any checkpoint trained with the items
-BUDGET_LIMITS = {"hold_out_items", "contrastive_minutes", "recpo_minutes", "contrastive_steps", "recpo_steps"}
+# Recipe fields a control may differ in: the held-out share and the limits that stop its runs
+NOT_COMPARED = {"hold_out_items", "contrastive_minutes", "recpo_minutes", "contrastive_steps", "recpo_steps"}
 
 
-def build(settings: Settings, data: PreparedData, args: argparse.Namespace, model: str) -> Recommender:
-    if model == SEEN:
-        return build_r2ec(settings, data, args.seen_checkpoint)[0]
-    if model in CONTROLS:
-        return build_r2ec(settings, data, args.control / CHECKPOINTS[CONTROLS[model]] / "best")[0]
-    if model in CHECKPOINTS:
-        return build_r2ec(settings, data, args.runs / CHECKPOINTS[model] / "best")[0]
+def build(
+    settings: Settings, data: PreparedData, args: argparse.Namespace, model: str, checkpoints: dict[str, Path]
+) -> Recommender:
+    if model in checkpoints:
+        return build_r2ec(settings, data, checkpoints[model])[0]
     if model == "r2ec-zero-shot":
         return build_r2ec(settings, data, None)[0]
     if model == "sasrec":
@@ -67,7 +66,7 @@ def recipe_differences(holdout: dict[str, Any], control: dict[str, Any]) -> dict
             differences[model] = "not trained"
             continue
         ours, theirs = budget["recipe"], control[model]["recipe"]
-        changed = {k: (v, theirs.get(k)) for k, v in ours.items() if k not in BUDGET_LIMITS and theirs.get(k) != v}
+        changed = {k: (v, theirs.get(k)) for k, v in ours.items() if k not in NOT_COMPARED and theirs.get(k) != v}
         if budget["steps"] != control[model]["steps"]:
             changed["steps"] = (budget["steps"], control[model]["steps"])
         if changed:
@@ -139,12 +138,19 @@ def main() -> None:
     trained = [m for m in models if m in CHECKPOINTS]
     if missing := [m for m in trained if m not in budgets]:
         raise SystemExit(f"{missing}: no budget in {args.runs / BUDGETS}; run `benchmarks.quality train` first")
+    # every trained row: its checkpoint and its training budget
+    checkpoints = {m: args.runs / CHECKPOINTS[m] / "best" for m in trained}
+    row_budgets = {m: budgets[m] for m in trained}
     if args.control:
         control_budgets = read_budgets(args.control)
-        if differences := recipe_differences({m: budgets[m] for m in trained}, control_budgets):
+        if differences := recipe_differences(row_budgets, control_budgets):
             raise SystemExit(f"{args.control} is no control of {args.runs}: (holdout, control) {differences}")
-        models += [c for c, m in CONTROLS.items() if m in trained]
+        controls = {c: m for c, m in CONTROLS.items() if m in trained}
+        checkpoints |= {c: args.control / CHECKPOINTS[m] / "best" for c, m in controls.items()}
+        row_budgets |= {c: control_budgets[m] for c, m in controls.items()}
+        models += list(controls)
     if args.seen_checkpoint:
+        checkpoints[SEEN] = args.seen_checkpoint
         models.append(SEEN)
     shares = {budget["recipe"].get("hold_out_items", 0.0) for budget in budgets.values()}
     if len(shares) != 1 or not 0 < (share := shares.pop()) < 1:
@@ -168,7 +174,7 @@ def main() -> None:
     }
     fits: dict[str, Any] = {}
     for model in models:
-        recommender = build(settings, data, args, model)
+        recommender = build(settings, data, args, model, checkpoints)
         fits[model] = recommender.fit(data, progress=settings.show_progress)
         ranks = sample_ranks(recommender, samples, settings.inference_batch_size, settings.show_progress)
         figures |= slice_figures(f"{model} / test (seeded)", ranks[overall], data.n_items)
@@ -177,9 +183,7 @@ def main() -> None:
         print(f"{model}: held-out hits {figures[f'{model} / held-out items: targets in the top 10']}", flush=True)
 
     kept = ("samples", "steps", "train_wall_s", "train_device")
-    runs_trained = {m: {k: budgets[m][k] for k in kept} for m in trained}
-    if args.control:
-        runs_trained |= {c: {k: control_budgets[m][k] for k in kept} for c, m in CONTROLS.items() if m in trained}
+    runs_trained = {m: {k: budget[k] for k in kept} for m, budget in row_budgets.items()}
     notes = [
         f"Training of the checkpoints: {json.dumps(runs_trained)}; popularity and SASRec are fitted here on the same "
         "training split, without the held-out items. What each fit reports (SASRec capped at --sasrec-epochs): "
