@@ -38,7 +38,7 @@ from r2ec.recommender import Recommender
 from services.jobs.evaluate import build_baseline, build_r2ec
 from services.settings import Settings, load_settings
 
-MODELS = ("popularity", "sasrec", "r2ec-zero-shot", *CHECKPOINTS)
+MODELS = ("popularity", "sasrec", "content", "r2ec-zero-shot", *CHECKPOINTS)
 CONTROLS = {f"{m} (control, saw them)": m for m in CHECKPOINTS}  # --control: same recipe and steps, all items
 SEEN = "r2ec-contrastive (other run, saw them)"  # --seen-checkpoint: any checkpoint trained with the items
 # Recipe fields a control may differ in: the held-out share and the limits that stop its runs
@@ -185,9 +185,9 @@ def main() -> None:
     kept = ("samples", "steps", "train_wall_s", "train_device")
     runs_trained = {m: {k: budget[k] for k in kept} for m, budget in row_budgets.items()}
     notes = [
-        f"Training of the checkpoints: {json.dumps(runs_trained)}; popularity and SASRec are fitted here on the same "
-        "training split, without the held-out items. What each fit reports (SASRec capped at --sasrec-epochs): "
-        f"{json.dumps(fits, default=str)}.",
+        f"Training of the checkpoints: {json.dumps(runs_trained)}; popularity, SASRec and the content model are fitted "
+        "here on the same training split, without the held-out items. What each fit reports (SASRec capped at "
+        f"--sasrec-epochs): {json.dumps(fits, default=str)}.",
         "Slices: 'held-out items' = test samples whose target is a held-out item (all of them in the scored rows); "
         "'new releases' = the other cold samples (targets nobody chose in the full training split, quality.md's "
         "cold slice); 'test (seeded)' = the seeded subset, on which quality.md's overall figures are computed.",

@@ -56,6 +56,7 @@ SLOT = "+new-item-slots"  # suffix of a row scored with that policy (r2ec/new_it
 MODELS = (
     "popularity",
     "sasrec",
+    "content",
     "r2ec-zero-shot",
     *CHECKPOINTS,
     *(f"{m}{PRIOR}" for m in CHECKPOINTS),

@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(handler=cmd_data_prepare)
 
     ev = sub.add_parser("evaluate", help="fit a recommender and print its test metrics")
-    ev.add_argument("--model", required=True, choices=["popularity", "sasrec", "r2ec"])
+    ev.add_argument("--model", required=True, choices=["popularity", "sasrec", "content", "r2ec"])
     ev.add_argument("--dataset", default=None)
     ev.add_argument("--checkpoint", type=Path, help="r2ec checkpoint folder (none = zero-shot backbone)")
     ev.add_argument("--max-samples", type=int, help="seeded subset of the split, plus all cold-start samples")

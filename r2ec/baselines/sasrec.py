@@ -15,7 +15,6 @@ of the cost of training every sample, and the varying phase shows each label wit
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from r2ec.baselines.early_stopping import EarlyStopping
 from r2ec.data.samples import PAD, PreparedData, Samples
 from r2ec.recommender import Recommender
 
@@ -195,8 +195,6 @@ class SASRec(Recommender):
 
     def fit(self, data: PreparedData, progress: bool = False) -> dict[str, Any]:
         """Train on ``data.train`` with early stopping on validation NDCG@10; restore the best weights."""
-        from r2ec.evaluation.evaluator import evaluate
-
         cfg = self.config
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -211,8 +209,8 @@ class SASRec(Recommender):
         user_code = torch.from_numpy(np.unique(data.train.user_id, return_inverse=True)[1].astype(np.int64))
 
         started = time.perf_counter()
-        best = {"ndcg@10": -1.0, "epoch": 0, "state": copy.deepcopy(self.network.state_dict())}
-        epochs, seen = 0, 0
+        stopping = EarlyStopping(self, self.network, data.valid, cfg.patience)
+        seen = 0
         bar = tqdm(range(1, cfg.max_epochs + 1), disable=not progress, desc="sasrec epochs")
         for epoch in bar:
             self.network.train()
@@ -227,22 +225,13 @@ class SASRec(Recommender):
                 optimizer.step()
                 total += loss.item() * len(batch)
                 seen += len(batch)
-            epochs = epoch
-            ndcg = evaluate(self, data.valid).overall["ndcg@10"]
-            if ndcg > best["ndcg@10"]:
-                best = {"ndcg@10": ndcg, "epoch": epoch, "state": copy.deepcopy(self.network.state_dict())}
-            bar.set_postfix(loss=f"{total / len(windows):.3f}", valid_ndcg10=f"{ndcg:.4f}", best=best["epoch"])
-            if epoch - best["epoch"] >= cfg.patience:
+            stop = stopping.should_stop(epoch)
+            bar.set_postfix(
+                loss=f"{total / len(windows):.3f}", valid_ndcg10=f"{stopping.last_score:.4f}", best=stopping.best_epoch
+            )
+            if stop:
                 break
-        self.network.load_state_dict(best["state"])
-        self.network.eval()
-        return {
-            "epochs": epochs,
-            "best_epoch": best["epoch"],
-            "samples_seen": seen,
-            "best_valid_ndcg@10": round(best["ndcg@10"], 6),
-            "train_s": round(time.perf_counter() - started, 1),
-        }
+        return {**stopping.finish(), "samples_seen": seen, "train_s": round(time.perf_counter() - started, 1)}
 
     @torch.no_grad()
     def full_sort_predict(self, batch: Samples) -> torch.Tensor:

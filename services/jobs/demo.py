@@ -10,7 +10,7 @@ from services.settings import Settings
 
 
 def run(settings: Settings, echo: Callable[[str], None] = print) -> None:
-    """Prepare the default dataset, then fit and evaluate both baselines."""
+    """Prepare the default dataset, then fit and evaluate every baseline."""
     echo("== data")
     echo(format_result(prepare_data.run(settings)))
     for model in evaluate.BASELINES:

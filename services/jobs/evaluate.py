@@ -14,7 +14,7 @@ from r2ec.recommender import Recommender
 from services.datastore import load_prepared
 from services.settings import Settings
 
-BASELINES = ("popularity", "sasrec")
+BASELINES = ("popularity", "sasrec", "content")
 MODELS = (*BASELINES, "r2ec")
 
 
@@ -28,6 +28,10 @@ def build_baseline(name: str, seed: int) -> Recommender:
         from r2ec.baselines.sasrec import SASRec, SASRecConfig
 
         return SASRec(SASRecConfig(seed=seed))
+    if name == "content":
+        from r2ec.baselines.content import ContentConfig, ContentModel
+
+        return ContentModel(ContentConfig(seed=seed))
     raise ValueError(f"unknown model {name!r}; expected one of {', '.join(BASELINES)}")
 
 
