@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from r2ec.baselines.popularity import PRIOR_WEIGHTS
-from services.cli import EXIT_USAGE, main
+from services.cli import EXIT_USAGE, build_parser, main
+from services.jobs.evaluate import MODELS
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -74,3 +75,9 @@ def test_prepare_then_evaluate_json_shape(r2ec_home: Path, tmp_path: Path, capsy
     assert code == 2 and "no 'year' column" in err and "Traceback" not in err
     code, _, err = run([*slots, "0", "--new-item-max-age-years", "1"], capsys)
     assert code == 2 and "only applies with new-item slots" in err and "Traceback" not in err
+
+
+def test_evaluate_offers_every_model_the_evaluate_job_builds() -> None:
+    """The parser keeps its own list (so that ``r2ec --help`` does not import torch); it must not fall behind."""
+    for model in MODELS:
+        assert build_parser().parse_args(["evaluate", "--model", model]).model == model
