@@ -109,10 +109,6 @@ class ContentModel(Recommender):
         self.network: ContentNetwork | None = None
         self.features = torch.empty(0)
 
-    def _scores(self, batch: Samples) -> torch.Tensor:
-        assert self.network is not None
-        return self.network(torch.from_numpy(batch.history), self.features)
-
     def fit(self, data: PreparedData, progress: bool = False) -> dict[str, Any]:
         """Train on ``data.train`` with early stopping on validation NDCG@10; restore the best weights."""
         cfg = self.config
@@ -121,14 +117,14 @@ class ContentModel(Recommender):
         self.features = item_features(data)
         self.network = ContentNetwork(self.features.shape[1], cfg)
         optimizer = torch.optim.Adam(self.network.parameters(), lr=cfg.lr)
-        targets = torch.from_numpy(data.train.target)
+        histories, targets = torch.from_numpy(data.train.history), torch.from_numpy(data.train.target)
         started = time.perf_counter()
         stopping = EarlyStopping(self, self.network, data.valid, cfg.patience)
         bar = tqdm(range(1, cfg.max_epochs + 1), disable=not progress, desc=f"{self.name} epochs")
         for epoch in bar:
             self.network.train()
             for batch in torch.randperm(len(targets), generator=generator).split(cfg.batch_size):
-                loss = nn.functional.cross_entropy(self._scores(data.train.take(batch.numpy())), targets[batch])
+                loss = nn.functional.cross_entropy(self.network(histories[batch], self.features), targets[batch])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -147,4 +143,4 @@ class ContentModel(Recommender):
     def full_sort_predict(self, batch: Samples) -> torch.Tensor:
         if self.network is None:
             raise RuntimeError("ContentModel.fit must run before scoring")
-        return self._scores(batch)
+        return self.network(torch.from_numpy(batch.history), self.features)
