@@ -161,10 +161,10 @@ def read_budgets(runs: Path) -> dict[str, Any]:
 
 def samples_behind(recipe: Recipe) -> int:
     """Training samples behind ``recipe.init_adapter``, read from its run's budgets (0 where they are not there)."""
-    budgets = Path(recipe.init_adapter).parent.parent / BUDGETS
-    if not budgets.exists():
+    budgets = read_budgets(Path(recipe.init_adapter).parent.parent)
+    if not budgets:
         return 0
-    earlier = json.loads(budgets.read_text())["r2ec-contrastive"]
+    earlier = budgets["r2ec-contrastive"]
     return earlier["samples"] + earlier.get("init_samples", 0)
 
 
@@ -306,7 +306,7 @@ def plot_curves(runs: list[Path], out: Path) -> None:
 
     figure, (valid_axes, loss_axes) = plt.subplots(1, 2, figsize=(12, 4.5))
     for run in runs:
-        budgets = json.loads((run / BUDGETS).read_text())
+        budgets = read_budgets(run)
         for model, folder in CHECKPOINTS.items():
             if not (run / folder / "metrics.jsonl").exists():
                 continue
