@@ -28,7 +28,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from r2ec.data.samples import PAD, Samples
+from r2ec.data.samples import Samples
+from r2ec.inference import samples_from_histories
 from services.settings import Settings
 from services.validation import read_clean_log, strip_controls
 
@@ -298,31 +299,19 @@ def training_frame(settings: Settings, log: pd.DataFrame, store: FeatureStore | 
 
 def to_samples(frame: pd.DataFrame, item_index: dict[str, int], max_history: int) -> tuple[Samples, np.ndarray]:
     """Convert training rows to the model's ``Samples`` (catalogue indices, right-padded histories)."""
-    n = len(frame)
-    lists = {name: [np.asarray(v)[-max_history:] for v in frame[name]] for name in HISTORY_FEATURES[:3]}
-    length = np.fromiter((len(v) for v in lists["history_item_ids"]), dtype=np.int64, count=n)
-    keep = np.arange(max_history)[None, :] < length[:, None]
-    flat_items = pd.Series(np.concatenate(lists["history_item_ids"]) if n else [], dtype=object).map(item_index)
-    if flat_items.isna().any() or frame["item_id"].map(item_index).isna().any():
+    histories = [pd.Series(list(ids), dtype=object).map(item_index) for ids in frame["history_item_ids"]]
+    targets = frame["item_id"].map(item_index)
+    if any(h.isna().any() for h in histories) or targets.isna().any():
         raise ValueError("training rows reference items outside the catalogue")
-
-    def padded(flat: np.ndarray, fill: float, dtype: Any) -> np.ndarray:
-        out = np.full((n, max_history), fill, dtype=dtype)
-        out[keep] = flat
-        return out
-
-    samples = Samples(
-        user_id=frame["user_id"].to_numpy(dtype=object).astype(str),
-        history=padded(flat_items.to_numpy(dtype=np.int64), PAD, np.int64),
-        history_rating=padded(np.concatenate(lists["history_ratings"]).astype(np.float32), np.nan, np.float32),
-        history_time=padded(np.concatenate(lists["history_times"]).astype(np.int64), 0, np.int64),
-        target=frame["item_id"].map(item_index).to_numpy(dtype=np.int64),
-        target_time=pd.to_datetime(frame["target_time"], utc=True)
-        .dt.tz_convert(None)
-        .to_numpy()
-        .astype("datetime64[s]")
-        .astype(np.int64),
-        cold=np.zeros(n, dtype=bool),
+    target_times = pd.to_datetime(frame["target_time"], utc=True).dt.tz_convert(None).to_numpy()
+    samples = samples_from_histories(
+        user_ids=frame["user_id"].to_numpy(dtype=object).astype(str),
+        histories=[h.to_numpy(dtype=np.int64) for h in histories],
+        ratings=list(frame["history_ratings"]),
+        times=list(frame["history_times"]),
+        target_times=target_times.astype("datetime64[s]").astype(np.int64),
+        max_history=max_history,
+        targets=targets.to_numpy(dtype=np.int64),
     )
     return samples, frame["log_row"].to_numpy(dtype=np.int64)
 

@@ -139,37 +139,25 @@ class R2ecPyfunc(mlflow.pyfunc.PythonModel):
     ) -> pd.DataFrame:
         import torch
 
+        from r2ec.inference import read_users, samples_from_histories
         from r2ec.modeling.scoring import cosine_scores
 
-        samples = samples_from_frame(model_input)
-        users, rationales = self.recommender.encode_users(samples)
-        scores = cosine_scores(torch.from_numpy(users), self.recommender.item_table, self.recommender.config.tau)
-        return pd.DataFrame({"scores": list(scores.numpy().astype(np.float32)), "rationale": rationales})
+        def column(name: str) -> list | None:
+            return list(model_input[name]) if name in model_input else None
 
-
-def samples_from_frame(frame: pd.DataFrame):
-    """The pyfunc's input rows as ``Samples`` (missing ratings NaN, missing times 0)."""
-    from r2ec.data.samples import PAD, Samples
-
-    n = len(frame)
-    width = max(1, max((len(h) for h in frame["history"]), default=1))
-
-    def padded(column: str, fill: float, dtype: type) -> np.ndarray:
-        out = np.full((n, width), fill, dtype=dtype)
-        source = frame[column] if column in frame else frame["history"].map(lambda h: [fill] * len(h))
-        for row, values in enumerate(source):
-            out[row, : len(values)] = values
-        return out
-
-    return Samples(
-        user_id=frame["user_id"].astype(str).to_numpy() if "user_id" in frame else np.arange(n).astype(str),
-        history=padded("history", PAD, np.int64),
-        history_rating=padded("history_rating", np.nan, np.float32),
-        history_time=padded("history_time", 0, np.int64),
-        target=np.zeros(n, dtype=np.int64),
-        target_time=frame["target_time"].to_numpy(np.int64) if "target_time" in frame else np.zeros(n, np.int64),
-        cold=np.zeros(n, dtype=bool),
-    )
+        n = len(model_input)
+        samples = samples_from_histories(
+            user_ids=column("user_id") or [str(i) for i in range(n)],
+            histories=list(model_input["history"]),
+            ratings=column("history_rating"),
+            times=column("history_time"),
+            target_times=column("target_time") or [0] * n,
+            max_history=max(1, max((len(h) for h in model_input["history"]), default=1)),
+        )
+        readout = read_users(self.recommender, samples)
+        model = self.recommender
+        scores = cosine_scores(torch.from_numpy(readout.vectors), model.item_table, model.config.tau)
+        return pd.DataFrame({"scores": list(scores.numpy().astype(np.float32)), "rationale": readout.rationales})
 
 
 def register_checkpoint(settings: Settings, checkpoint: Path, catalogue: pd.DataFrame) -> str:

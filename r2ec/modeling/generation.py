@@ -46,7 +46,12 @@ class Rollouts:
     attention_mask: torch.Tensor
     completion_mask: torch.Tensor
     rationales: list[str]
+    stopped: list[bool]  # the row wrote ``<answer>`` itself before the token cap (else the marker was appended)
     vectors: torch.Tensor | None = None  # (N, d) float32 raw user vectors, when generation was asked to read them
+
+    def sequences(self) -> list[list[int]]:
+        """Each row's real tokens (prompt + reasoning + ``<answer>``), padding removed."""
+        return [row[mask.bool()].tolist() for row, mask in zip(self.input_ids, self.attention_mask, strict=True)]
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +67,10 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
 
 
 def _finish(generated: list[int], tokenizer: PreTrainedTokenizerBase, answer_ids: list[int]) -> tuple[list[int], int]:
-    """Cut one generated row at its end, append the marker if missing; returns (tokens, n_generated)."""
+    """Cut one generated row at its end, append the marker if missing; returns (tokens, n_generated).
+
+    The row stopped by itself exactly when ``len(tokens) == n_generated``.
+    """
     stop_ids = {tokenizer.pad_token_id, tokenizer.eos_token_id}
     end = next((i for i, t in enumerate(generated) if t in stop_ids), len(generated))
     kept = generated[:end]
@@ -161,11 +169,12 @@ def generate_rollouts(
                 vectors[prompt_index] = states[rows].cpu()
     model.train(was_training)
 
-    sequences, completion_spans, rationales = [], [], []
+    sequences, completion_spans, rationales, stopped = [], [], [], []
     for i in range(len(prompts)):
         for tokens, n_generated in finished[i]:
             sequences.append([*prompts[i], *tokens])
             completion_spans.append((len(tokens), n_generated))
+            stopped.append(len(tokens) == n_generated)
             text = tokenizer.decode(tokens[:n_generated], skip_special_tokens=True).split(ANSWER)[0]
             rationales.append(clean_text(text, settings.max_rationale_chars))
     input_ids, attention_mask = left_pad(sequences, tokenizer.pad_token_id)
@@ -174,4 +183,4 @@ def generate_rollouts(
     for row, (n_tokens, n_generated) in enumerate(completion_spans):
         completion_mask[row, width - n_tokens : width - n_tokens + n_generated] = 1
     stacked = torch.cat([vectors[i] for i in range(len(prompts))]) if read_vectors else None
-    return Rollouts(input_ids, attention_mask, completion_mask, rationales, stacked)
+    return Rollouts(input_ids, attention_mask, completion_mask, rationales, stopped, stacked)

@@ -36,10 +36,11 @@ from r2ec.modeling.backbone import (
 from r2ec.modeling.generation import GenerationSettings, Rollouts, generate_rollouts, left_pad
 from r2ec.modeling.prompts import TEMPLATE_VERSION, PromptSettings, item_messages, item_turn, user_messages, user_turn
 from r2ec.modeling.scoring import DEFAULT_TAU, cosine_scores, project
-from r2ec.modeling.vectors import last_hidden
+from r2ec.modeling.vectors import last_hidden, positions_from_mask
 from r2ec.recommender import Recommender
 
 CONFIG_FILE = "r2ec.json"
+REASONING_WRITERS = ("adapter", "backbone")
 ADAPTER_DIR = "adapter"
 ITEM_MEAN_FILE = "item_mean.pt"
 
@@ -57,6 +58,10 @@ class R2ecConfig:
     Parameters that shape the vectors:
         prompts: domain noun and how much history a prompt shows.
         reasoning: write a reasoning before ``<answer>`` (R²ec) or not ("w/o reasoning").
+        reasoning_writer: who writes the reasoning at inference. ``"adapter"``: the trained adapter, which then
+            also reads the user vector (one model for both roles, as the paper trains it). ``"backbone"``: the
+            untouched backbone (adapters off) writes it, and the adapter reads the user vector over
+            prompt + that reasoning + ``<answer>`` (method.md §8: readable rationales from a small backbone).
         generation: decoding of the reasoning at inference (greedy by default).
         centre: subtract the mean item vector before the cosine (method.md §7).
         tau: temperature of the cosine scores.
@@ -68,6 +73,7 @@ class R2ecConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     prompts: PromptSettings = field(default_factory=PromptSettings)
     reasoning: bool = True
+    reasoning_writer: str = "adapter"
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     centre: bool = True
     tau: float = DEFAULT_TAU
@@ -77,6 +83,8 @@ class R2ecConfig:
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "bfloat16", "float32"):
             raise ValueError(f"dtype must be auto, bfloat16 or float32, not {self.dtype!r}")
+        if self.reasoning_writer not in REASONING_WRITERS:
+            raise ValueError(f"reasoning_writer must be one of {REASONING_WRITERS}, not {self.reasoning_writer!r}")
         if self.tau <= 0:
             raise ValueError("tau must be > 0")
         if self.max_prompt_tokens < 32:
@@ -245,21 +253,49 @@ class R2ecRecommender(Recommender):
         return self.project(self.raw_vectors(self.item_prompt_ids(items), progress=progress)).numpy()
 
     def user_rollouts(self, samples: Samples, items: pd.DataFrame) -> Rollouts:
-        """Greedy (or configured) reasoning for each sample, ending in ``<answer>``, with its raw user vector."""
+        """Greedy (or configured) reasoning for each sample, ending in ``<answer>``, with its raw user vector.
+
+        With ``reasoning_writer="adapter"`` the vector is read on the generation's KV cache (no second
+        forward); with ``"backbone"`` the reasoning is written with the adapters off and the adapter reads the
+        vector in one more batched forward over the finished sequences.
+        """
         prompts = self.user_prompt_ids(samples, items)
         if not self.config.reasoning:
             ids, mask = left_pad(prompts, self.tokenizer.pad_token_id)
-            return Rollouts(ids, mask, torch.zeros_like(mask), [""] * len(prompts), self.raw_vectors(prompts))
-        return generate_rollouts(self.model, self.tokenizer, prompts, self.config.generation, read_vectors=True)
+            n = len(prompts)
+            return Rollouts(ids, mask, torch.zeros_like(mask), [""] * n, [True] * n, self.raw_vectors(prompts))
+        settings = self.config.generation
+        if self.config.reasoning_writer == "adapter":
+            return generate_rollouts(self.model, self.tokenizer, prompts, settings, read_vectors=True)
+        with self.model.disable_adapter():
+            rollouts = generate_rollouts(self.model, self.tokenizer, prompts, settings)
+        vectors = self.raw_vectors(rollouts.sequences(), batch_size=settings.batch_size)
+        return replace(rollouts, vectors=vectors)
 
-    def encode_users(self, samples: Samples, items: pd.DataFrame | None = None) -> tuple[np.ndarray, list[str]]:
-        """(B, d) float32 unit user vectors and the rationale behind each."""
-        rollouts = self.user_rollouts(samples, self._catalogue(items))
-        return self.project(rollouts.vectors).numpy(), rollouts.rationales
+    @torch.no_grad()
+    def backbone_log_likelihood(self, rollouts: Rollouts) -> np.ndarray:
+        """(N,) mean log-likelihood per reasoning token under the untouched backbone (NaN without reasoning).
 
-    def _catalogue(self, items: pd.DataFrame | None) -> pd.DataFrame:
-        if items is not None:
-            return items
+        A fluency figure for rationales: text the backbone itself finds likely reads as language; a trained
+        adapter's degenerate loops score far lower.
+        """
+        out = np.full(len(rollouts.rationales), np.nan)
+        device = self.device
+        with self.model.disable_adapter():
+            for start in range(0, len(out), self.config.generation.batch_size):
+                rows = slice(start, start + self.config.generation.batch_size)
+                ids, mask = rollouts.input_ids[rows].to(device), rollouts.attention_mask[rows].to(device)
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)).logits
+                token_ll = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(2, ids[:, 1:, None])[..., 0]
+                completion = rollouts.completion_mask[rows, 1:].to(device).float()
+                counts = completion.sum(dim=1)
+                mean = (token_ll * completion).sum(dim=1) / counts.clamp_min(1)
+                out[rows] = torch.where(counts > 0, mean, torch.nan).cpu().numpy()
+        return out
+
+    @property
+    def catalogue(self) -> pd.DataFrame:
+        """The items of the item table (their titles fill the user prompts)."""
         if self.items is None:
             raise RuntimeError("no catalogue: call set_catalogue(items) first")
         return self.items
@@ -274,5 +310,5 @@ class R2ecRecommender(Recommender):
     def full_sort_predict(self, batch: Samples) -> torch.Tensor:
         if self.item_table is None:
             raise RuntimeError("set_catalogue(items) must run before scoring")
-        users, _ = self.encode_users(batch)
-        return cosine_scores(torch.from_numpy(users), self.item_table, self.config.tau)
+        users = self.project(self.user_rollouts(batch, self.catalogue).vectors)
+        return cosine_scores(users, self.item_table, self.config.tau)

@@ -6,12 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from r2ec.data.samples import PAD, Samples
-from r2ec.evaluation.metrics import mask_history
+from r2ec.inference import rank_catalogue
 from r2ec.modeling.recommender import R2ecRecommender
-from r2ec.modeling.scoring import cosine_scores
 from services.datastore import load_prepared
 from services.settings import Settings
 
@@ -33,21 +31,16 @@ def run(settings: Settings, checkpoint: Path, user_id: str, dataset: str | None 
     sample = latest_sample([data.train, data.valid, data.test], user_id)
     recommender = R2ecRecommender.load(checkpoint, settings.root / "cache")
     recommender.set_catalogue(data.items, progress=settings.show_progress)
-    users, rationales = recommender.encode_users(sample)
-    scores = mask_history(
-        cosine_scores(torch.from_numpy(users), recommender.item_table, recommender.config.tau),
-        torch.from_numpy(sample.history),
-    )
-    top = scores[0].topk(k)
+    readout, ranked = rank_catalogue(recommender, sample, k)
     titles = data.items["title"].to_numpy()
     history = sample.history[0][sample.history[0] != PAD]
     return {
         "user_id": user_id,
         "history": [str(t) for t in titles[history]],
-        "reasoning": rationales[0],
+        "reasoning": readout.rationales[0],
         "recommendations": [
             {"rank": r + 1, "item_id": str(data.items["item_id"].iloc[i]), "title": str(titles[i]), "score": float(s)}
-            for r, (i, s) in enumerate(zip(top.indices.tolist(), top.values.tolist(), strict=True))
+            for r, (i, s) in enumerate(zip(ranked.items[0].tolist(), ranked.scores[0].tolist(), strict=True))
         ],
         "actual_next": str(titles[sample.target[0]]),
     }

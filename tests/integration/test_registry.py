@@ -16,6 +16,7 @@ import torch
 
 from r2ec.data.samples import PreparedData, prepare
 from r2ec.data.synthetic import generate_synthetic
+from r2ec.inference import samples_from_histories
 from r2ec.modeling.recommender import R2ecConfig, R2ecRecommender
 from services import registry
 from services.datastore import write_dataset
@@ -137,12 +138,15 @@ def test_champion_loads_as_pyfunc_with_the_checkpoints_scores(home, data, checkp
 
     original = R2ecRecommender.load(checkpoints[1], home / "cache")
     original.set_catalogue(data.items)
-    expected = original.full_sort_predict(registry.samples_from_frame(frame)).numpy()
+    samples = samples_from_histories(
+        [str(i) for i in range(5)], list(frame["history"]), None, None, [0] * 5, max_history=batch.history.shape[1]
+    )
+    expected = original.full_sort_predict(samples).numpy()
     assert scores.shape == (5, len(data.items))
     np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-5)
     other = R2ecRecommender.load(checkpoints[2], home / "cache")
     other.set_catalogue(data.items)
-    assert not np.allclose(scores, other.full_sort_predict(registry.samples_from_frame(frame)).numpy(), atol=1e-3)
+    assert not np.allclose(scores, other.full_sort_predict(samples).numpy(), atol=1e-3)
 
 
 def test_training_run_records_params_curves_dataset_and_cost(home, data):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from r2ec.inference import read_users
 from r2ec.modeling.generation import GenerationSettings, generate_rollouts, left_pad, states_after_generation
 from r2ec.modeling.prompts import ANSWER, PromptSettings, clean_text, format_elapsed, item_turn, user_turn
 from r2ec.modeling.recommender import R2ecConfig, R2ecRecommender
@@ -203,3 +204,32 @@ def test_concurrent_cache_writers_all_get_the_folder(tmp_path) -> None:
     assert results == [target, target]
     assert (target / "config.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["backbone"]
+
+
+def test_backbone_writes_the_reasoning_and_the_adapter_reads_the_vector(tiny_cache, synthetic_data) -> None:
+    """reasoning_writer="backbone": the text is what the adapter-free model writes; the vector is the adapter's."""
+    served = tiny_recommender(tiny_cache, reasoning=True, reasoning_writer="backbone")
+    perturb_lora(served, scale=2.0)
+    served.set_catalogue(synthetic_data.items)
+    batch = synthetic_data.test.take(slice(0, 4))
+    readout = read_users(served, batch)
+
+    prompts = served.user_prompt_ids(batch, served.catalogue)
+    with served.model.disable_adapter():
+        plain = generate_rollouts(served.model, served.tokenizer, prompts, served.config.generation, read_vectors=True)
+    assert readout.rationales == plain.rationales and readout.stopped == plain.stopped
+    with_adapter = served.project(served.raw_vectors(plain.sequences())).numpy()
+    np.testing.assert_allclose(readout.vectors, with_adapter, atol=1e-5)
+    without_adapter = served.project(plain.vectors).numpy()
+    assert not np.allclose(readout.vectors, without_adapter, atol=1e-3)  # the adapter, not the backbone, read it
+
+
+def test_backbone_log_likelihood_scores_only_reasoning_tokens(tiny_cache, synthetic_data) -> None:
+    served = tiny_recommender(tiny_cache, reasoning=True, reasoning_writer="backbone")
+    served.set_catalogue(synthetic_data.items)
+    readout = read_users(served, synthetic_data.test.take(slice(0, 3)))
+    fluency = served.backbone_log_likelihood(readout.rollouts)
+    assert fluency.shape == (3,) and np.all(fluency < 0) and np.all(np.isfinite(fluency))
+    # the same text scored by a different (perturbed) adapter-free model changes nothing: adapters are off
+    perturb_lora(served, scale=2.0)
+    np.testing.assert_allclose(served.backbone_log_likelihood(readout.rollouts), fluency, atol=1e-5)
