@@ -14,7 +14,8 @@ Three phases, so that training and evaluation can run where each is affordable:
     scores each model with ``r2ec evaluate``'s job on the same fixed, seeded subset of ``--n-test`` test samples
     (overall metrics) plus the whole cold-start slice (cold metrics) and merges one row per model into
     ``benchmarks/results/<--name>.{json,md}`` (rows of other models are kept, so models may be scored on
-    different machines; each row records its command and device).
+    different machines; each row records its command and device). A study's variant of the recipe is scored into
+    its own file with ``--results studies/results --name <variant>`` (e.g. ``quality_cpu_u4``, ``*_ablation``).
 
 ``.venv/bin/python -m benchmarks.quality plot RUNS [RUNS ...]``
     draws validation NDCG@10 against training samples of every run into ``results/quality_curves.png``.
@@ -99,7 +100,7 @@ class Recipe:
     show_year: bool = True  # release year in item prompts
     show_date: bool = False  # the prediction date in user prompts
     init_adapter: str = ""  # contrastive continues from this checkpoint's adapter (a run's best/), not a fresh LoRA
-    hold_out_items: float = 0.0  # > 0: this share of training's items is hidden from training (item_holdout.py)
+    hold_out_items: float = 0.0  # > 0: this share of training's items is hidden from training (studies/item_holdout.py)
 
 
 def contrastive_config(recipe: Recipe) -> TrainConfig:
@@ -256,9 +257,9 @@ def evaluate_models(settings: Settings, runs: Path, models: list[str], n_test: i
     return rows
 
 
-def write_results(name: str, rows: list[dict]) -> None:
-    """Merge ``rows`` into ``results/<name>.json`` (one row per model) and rewrite the markdown table."""
-    path = RESULTS / f"{name}.json"
+def write_results(name: str, rows: list[dict], results: Path = RESULTS) -> None:
+    """Merge ``rows`` into ``<results>/<name>.json`` (one row per model) and rewrite the markdown table."""
+    path = results / f"{name}.json"
     old = json.loads(path.read_text()) if path.exists() else {"meta": {}, "results": []}
     by_model = {row["model"]: row for row in old["results"]} | {row["model"]: row for row in rows}
     ordered = [by_model[m] for m in MODELS if m in by_model]
@@ -269,7 +270,7 @@ def write_results(name: str, rows: list[dict]) -> None:
         "subset": f"{subset}: overall metrics on the seeded subset, cold metrics on the whole cold-start slice; "
         "every model scored on the same rows",
     }
-    RESULTS.mkdir(exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"meta": meta, "results": ordered}, indent=2, default=str) + "\n")
     lines = [
         f"# Quality on ML-100k ({name})\n",
@@ -289,7 +290,7 @@ def write_results(name: str, rows: list[dict]) -> None:
             f"{b.get('train_wall_s', b.get('train_s', ''))} | {r['eval_wall_s']} | {r['peak_rss_mb']} | "
             f"{b.get('train_device', '')} | {r['eval_device']} |"
         )
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (results / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 def plot_curves(runs: list[Path], out: Path) -> None:
@@ -297,7 +298,7 @@ def plot_curves(runs: list[Path], out: Path) -> None:
 
     The chance level is the loss of equal, user-blind scores (ln(#candidates) without the logQ correction). A
     falling excess is a run that learns; its level alone decides little: the run that learns planted preferences
-    (``learnability.md``) still sits ~0.15 above chance after 57 steps, paying for its score spread.
+    (``studies/results/learnability.md``) still sits ~0.15 above chance after 57 steps, paying for its score spread.
     """
     import matplotlib
 
@@ -347,7 +348,10 @@ def main() -> None:
     evaluate_phase = phases.add_parser("evaluate")
     evaluate_phase.add_argument("--n-test", type=int, default=2000)
     evaluate_phase.add_argument("--models", default=",".join(MODELS))
-    evaluate_phase.add_argument("--name", default="quality", help="results file stem under benchmarks/results")
+    evaluate_phase.add_argument("--name", default="quality", help="results file stem under --results")
+    evaluate_phase.add_argument(
+        "--results", type=Path, default=RESULTS, help="folder of the results file (a study's variant: studies/results)"
+    )
     plot_phase = phases.add_parser("plot")
     plot_phase.add_argument("run_dirs", type=Path, nargs="+", help="runs folders of the train phase")
     plot_phase.add_argument("--out", type=Path, default=RESULTS / "quality_curves.png")
@@ -375,7 +379,9 @@ def main() -> None:
         f".venv/bin/python -m benchmarks.quality {runs_flag}evaluate --n-test {args.n_test} "
         f"--models {','.join(models)} --name {args.name}"
     )
-    write_results(args.name, evaluate_models(settings, runs, models, args.n_test, command))
+    if args.results.resolve() != RESULTS.resolve():
+        command += f" --results {args.results}"
+    write_results(args.name, evaluate_models(settings, runs, models, args.n_test, command), args.results)
 
 
 if __name__ == "__main__":

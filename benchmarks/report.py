@@ -20,14 +20,17 @@ def invocation(module: str) -> str:
     return f"{dtype}.venv/bin/python -m {module} {' '.join(sys.argv[1:])}".strip()
 
 
-def write_results(name: str, command: str, figures: dict[str, Any], notes: list[str]) -> None:
-    """Figures as JSON (machine-readable) and as a Markdown table (for people), side by side."""
+def write_results(
+    name: str, command: str, figures: dict[str, Any], notes: list[str], results: Path = RESULTS
+) -> None:
+    """Figures as JSON (machine-readable) and as a Markdown table (for people), side by side, in ``results``
+    (``benchmarks/results`` unless a caller, such as a study, names its own folder)."""
     meta = {"command": command, "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
     meta["machine"] = f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps({**meta, "figures": figures, "notes": notes}, indent=2) + "\n")
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps({**meta, "figures": figures, "notes": notes}, indent=2) + "\n")
     lines = [f"# {name}", "", f"Command: `{command}`  ", f"Measured: {meta['measured_at']} on {meta['machine']}", ""]
     lines += ["| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in figures.items()), ""]
     lines += [f"- {note}" for note in notes]
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (results / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(f"{k:>36}: {v}" for k, v in figures.items()))

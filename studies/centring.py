@@ -1,7 +1,7 @@
 """What centring (subtracting mean vectors) does to R²ec scores, zero-shot and after training.
 
-Run: ``.venv/bin/python -m benchmarks.centring [--n-test 2000] [--runs var/bench/quality]``
-(after ``benchmarks.quality train``; writes benchmarks/results/centring.{json,md}).
+Run: ``.venv/bin/python -m studies.centring [--n-test 2000] [--runs var/bench/quality]``
+(after ``benchmarks.quality train``; writes studies/results/centring.{json,md}).
 
 Users ("w/o reasoning" prompts) and items are encoded once per model; the same raw vectors are then scored
 three ways: uncentred, both sides centred by the mean item vector, and each side by its own mean (users by the
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.quality import DATASET, RESULTS, device_name, load_data
+from benchmarks.quality import DATASET, device_name, load_data
 from r2ec.evaluation.evaluator import evaluation_subset
 from r2ec.evaluation.metrics import ranking_metrics, target_ranks
 from r2ec.modeling.backbone import EMBEDDED_BACKBONE
@@ -29,6 +29,7 @@ from r2ec.modeling.recommender import R2ecRecommender
 from r2ec.modeling.scoring import cosine_scores, project
 from services.jobs.train import model_config
 from services.settings import load_settings
+from studies import RESULTS
 
 USER_MEAN_SAMPLES = 256  # seeded training users whose mean vector centres users in the "own means" variant
 
@@ -97,7 +98,7 @@ def main() -> None:
                 f"{name} centring={centring}: NDCG@10 {r['test']['ndcg@10']:.4f} cold {r['test_cold']['ndcg@10']:.4f}"
             )
     runs_flag = f" --runs {args.runs}" if args.runs else ""
-    command = f".venv/bin/python -m benchmarks.centring --n-test {args.n_test}{runs_flag}"
+    command = f".venv/bin/python -m studies.centring --n-test {args.n_test}{runs_flag}"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "centring.json").write_text(json.dumps({"command": command, "results": rows}, indent=2) + "\n")
     lines = [

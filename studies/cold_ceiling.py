@@ -1,16 +1,16 @@
 """How hard is a cold-start hit on ML-100k's temporal split? Two rankings that know nothing about users.
 
-Trained R²ec rows put 0 to 3 of the 148 cold-start test targets in a top 10 (``quality.md``). This ranks every
-item by how often it is a target in the test period itself (labels no model may see; history masked, as for any
-model) and asks where the new releases land then. If even that oracle places no cold target in a top 10, a cold hit
-needs a personal signal strong enough to lift a new item over the whole month's favourites, and a handful of hits in
-148 says little about an item tower either way.
+Trained R²ec rows put 0 to 3 of the 148 cold-start test targets in a top 10 (``benchmarks/results/quality.md``).
+This ranks every item by how often it is a target in the test period itself (labels no model may see; history
+masked, as for any model) and asks where the new releases land then. If even that oracle places no cold target in a
+top 10, a cold hit needs a personal signal strong enough to lift a new item over the whole month's favourites, and a
+handful of hits in 148 says little about an item tower either way.
 
 The second ranking needs no labels at all: the newest releases first, within a release year the items nobody chose
 in training first, ties in random order (mean over seeds). It shows what the cold slice rewards: putting brand-new
 releases in front of everyone, whatever the warm ranking pays for it.
 
-``.venv/bin/python -m benchmarks.cold_ceiling`` writes ``results/cold_ceiling.{json,md}`` in a few seconds.
+``.venv/bin/python -m studies.cold_ceiling`` writes ``studies/results/cold_ceiling.{json,md}`` in a few seconds.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from r2ec.evaluation.metrics import in_top_k, ranking_metrics, target_ranks
 from r2ec.new_item_slots import last_training_year, new_items, release_years
 from services.datastore import load_prepared
 from services.settings import load_settings
+from studies import RESULTS
 
 DATASET = "ml-100k"
 TOP_COLD_TARGETS = 8
@@ -96,7 +97,7 @@ def main() -> None:
         f"The oracle is deterministic; 'newest first' breaks ties with {NEWEST_FIRST_SEEDS} seeds (0 to "
         f"{NEWEST_FIRST_SEEDS - 1}).",
     ]
-    write_results("cold_ceiling", ".venv/bin/python -m benchmarks.cold_ceiling", figures, notes)
+    write_results("cold_ceiling", ".venv/bin/python -m studies.cold_ceiling", figures, notes, RESULTS)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Where R²ec puts the targets of the cold-start slice: among all items, and among the items nobody chose in training.
 
-Trained rows score 0 to 3 hits of 148 on the cold slice (``quality.md``, ``quality_h100.md``). This asks whether
-the item tower still orders the never-chosen items sensibly for those users (then a reserved "new items" slot,
-filled by the model's best never-chosen item, would recover them) or has lost that too.
+Trained rows score 0 to 3 hits of 148 on the cold slice (``benchmarks/results/quality.md``, ``quality_h100.md``).
+This asks whether the item tower still orders the never-chosen items sensibly for those users (then a reserved "new
+items" slot, filled by the model's best never-chosen item, would recover them) or has lost that too.
 
-``.venv/bin/python -m benchmarks.cold_start [--name STEM] [CHECKPOINT ...]`` scores ML-100k's cold-start test
+``.venv/bin/python -m studies.cold_start [--name STEM] [CHECKPOINT ...]`` scores ML-100k's cold-start test
 samples with the untrained model and each checkpoint (w/o reasoning; set ``R2EC_DTYPE`` for the weights' dtype)
-and writes ``results/<STEM>.{json,md}`` (default ``cold_start``).
+and writes ``studies/results/<STEM>.{json,md}`` (default ``cold_start``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from r2ec.recommender import Recommender
 from services.datastore import load_prepared
 from services.jobs.evaluate import build_r2ec
 from services.settings import load_settings
+from studies import RESULTS
 
 DATASET = "ml-100k"
 
@@ -53,7 +54,7 @@ def rank_figures(model: Recommender, data: PreparedData, batch_size: int) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", type=Path, nargs="*", help="trained RUN/contrastive/best folders (labelled RUN)")
-    parser.add_argument("--name", default="cold_start", help="results file stem under benchmarks/results")
+    parser.add_argument("--name", default="cold_start", help="results file stem under studies/results")
     args = parser.parse_args()
     settings = load_settings(progress=False)
     data = load_prepared(settings, DATASET)
@@ -71,7 +72,7 @@ def main() -> None:
         f"~{(data.n_items + 1) / 2:.0f} among all {data.n_items} items.",
         f"Weights dtype: {weights_dtype}; one run.",
     ]
-    write_results(args.name, invocation("benchmarks.cold_start"), figures, notes)
+    write_results(args.name, invocation("studies.cold_start"), figures, notes, RESULTS)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,11 @@ test subset and the new-release slice (test targets that nobody chose in the ful
 
     .venv/bin/python -m benchmarks.quality --runs var/bench/holdout train --hold-out-items 0.05 ...
     .venv/bin/python -m benchmarks.quality --runs var/bench/control train --contrastive-steps S --recpo-steps R ...
-    .venv/bin/python -m benchmarks.item_holdout var/bench/holdout [--n-test 1000] [--models ...] \
+    .venv/bin/python -m studies.item_holdout var/bench/holdout [--n-test 1000] [--models ...] \
         [--control var/bench/control] [--seen-checkpoint RUN/contrastive/best]
 
-writes ``results/<--name>.{json,md,png}`` (default ``item_holdout``). ``--control`` adds the checkpoints of a run
-with the same recipe on the full training split (the held-out items included), stopped after the holdout run's
+writes ``studies/results/<--name>.{json,md,png}`` (default ``item_holdout``). ``--control`` adds the checkpoints of a
+run with the same recipe on the full training split (the held-out items included), stopped after the holdout run's
 steps: what the slices give when the only difference is having seen the items. ``--seen-checkpoint`` adds any
 other checkpoint trained with them. The run's ``budgets.json`` says which share was held out; the same seed
 (``R2EC_SEED``) picks the same items.
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.quality import BUDGETS, CHECKPOINTS, RESULTS, device_name, load_data, read_budgets
+from benchmarks.quality import BUDGETS, CHECKPOINTS, device_name, load_data, read_budgets
 from benchmarks.report import invocation, write_results
 from r2ec.baselines.sasrec import SASRec, SASRecConfig
 from r2ec.data.samples import PreparedData, Samples, held_out_items, with_cold_flags
@@ -37,6 +37,7 @@ from r2ec.modeling.backbone import resolve_dtype
 from r2ec.recommender import Recommender
 from services.jobs.evaluate import build_baseline, build_r2ec
 from services.settings import Settings, load_settings
+from studies import RESULTS
 
 MODELS = ("popularity", "sasrec", "content", "r2ec-zero-shot", *CHECKPOINTS)
 CONTROLS = {f"{m} (control, saw them)": m for m in CHECKPOINTS}  # --control: same recipe and steps, all items
@@ -129,7 +130,7 @@ def main() -> None:
         type=Path,
         help="also score a contrastive checkpoint trained on the full training split, held-out items included",
     )
-    parser.add_argument("--name", default="item_holdout", help="results file stem under benchmarks/results")
+    parser.add_argument("--name", default="item_holdout", help="results file stem under studies/results")
     args = parser.parse_args()
     models = [m for m in args.models.split(",") if m]
     if unknown := set(models) - set(MODELS):
@@ -212,7 +213,7 @@ def main() -> None:
         f"Scored on {device_name()}, weights {str(resolve_dtype(settings.dtype or 'auto')).removeprefix('torch.')}; "
         "one run. A target in the history ranks last in the median.",
     ]
-    write_results(args.name, invocation("benchmarks.item_holdout"), figures, notes)
+    write_results(args.name, invocation("studies.item_holdout"), figures, notes, RESULTS)
     plot(figures, models, RESULTS / f"{args.name}.png")
 
 

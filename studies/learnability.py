@@ -1,7 +1,7 @@
 """Can the real backbone learn at all? SmolLM2-135M (top-4 LoRA) trained on synthetic logs with a known signal.
 
-Run: ``.venv/bin/python -m benchmarks.learnability [--log planted|popularity] [--rating-counts] [--minutes 7]
-[--lr 3e-4]`` (writes benchmarks/results/learnability[-popularity][-counts].{json,md}).
+Run: ``.venv/bin/python -m studies.learnability [--log planted|popularity] [--rating-counts] [--minutes 7]
+[--lr 3e-4]`` (writes studies/results/learnability[-popularity][-counts].{json,md}).
 
 No R²ec run on ML-100k has brought its item loss below chance. Two synthetic logs separate the explanations:
 
@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from statistics import mean
 
-from benchmarks.quality import RESULTS, device_name
+from benchmarks.quality import device_name
 from r2ec.baselines.popularity import Popularity
 from r2ec.data.samples import prepare
 from r2ec.data.synthetic import generate_synthetic
@@ -38,6 +38,7 @@ from r2ec.training.logging import JsonlLogger
 from r2ec.training.trainer import R2ecTrainer
 from services.jobs.train import model_config
 from services.settings import load_settings
+from studies import RESULTS
 
 LOGS = {"planted": {}, "popularity": {"n_clusters": 1, "preference": 1.0}}
 
@@ -81,7 +82,7 @@ def main() -> None:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     excess = [r["item_loss"] - r["chance_loss"] for r in records if "chance_loss" in r]
     row = {
-        "command": f".venv/bin/python -m benchmarks.learnability --log {args.log} --minutes {args.minutes:g} "
+        "command": f".venv/bin/python -m studies.learnability --log {args.log} --minutes {args.minutes:g} "
         f"--lr {args.lr:g}" + (" --rating-counts" if args.rating_counts else ""),
         "log": args.log,
         "rating_counts_in_item_prompts": args.rating_counts,

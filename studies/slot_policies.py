@@ -8,7 +8,7 @@ or only from those released at most Y years before the training window's last ye
 (``r2ec.new_item_slots.new_items``). Beside each policy, the same slots filled by a uniform pick within its pool
 (the model's list otherwise unchanged; exact expectation and tail): what the model's choice adds over luck.
 
-``.venv/bin/python -m benchmarks.slot_policies CHECKPOINT`` writes ``results/slot_policies.{json,md,png}``;
+``.venv/bin/python -m studies.slot_policies CHECKPOINT`` writes ``studies/results/slot_policies.{json,md,png}``;
 about 25 minutes on a 2-core CPU in float32 for a contrastive checkpoint, 35 for a RecPO one (it writes a
 reasoning per user), nearly all of it scoring.
 """
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks.report import RESULTS, invocation, write_results
+from benchmarks.report import invocation, write_results
 from r2ec.data.samples import Samples
 from r2ec.evaluation.evaluator import evaluation_subset
 from r2ec.evaluation.metrics import in_top_k, mask_history, ranking_metrics, target_ranks
@@ -31,6 +31,7 @@ from r2ec.recommender import Recommender
 from services.datastore import load_prepared
 from services.jobs.evaluate import build_r2ec
 from services.settings import load_settings
+from studies import RESULTS
 
 DATASET = "ml-100k"
 K = 10
@@ -118,7 +119,7 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path, help="a trained RUN/contrastive/best (or recpo/best) folder")
     parser.add_argument("--n-test", type=int, default=2000, help="seeded test samples (plus all cold ones)")
     parser.add_argument("--valid-samples", type=int, default=300, help="seeded validation samples (plus its cold ones)")
-    parser.add_argument("--name", default="slot_policies", help="results file stem under benchmarks/results")
+    parser.add_argument("--name", default="slot_policies", help="results file stem under studies/results")
     args = parser.parse_args()
     settings = load_settings(progress=False)
     data = load_prepared(settings, DATASET)
@@ -172,7 +173,7 @@ def main() -> None:
         "cold figures on the 148); validation: the seeded rows of wise_ft.md plus its 53 cold ones.",
         f"Weights dtype: {model.config.dtype}; one scoring run.",
     ]
-    write_results(args.name, invocation("benchmarks.slot_policies"), figures, notes)
+    write_results(args.name, invocation("studies.slot_policies"), figures, notes, RESULTS)
     plot_policies(per_policy, RESULTS / f"{args.name}.png")
 
 

@@ -1,15 +1,16 @@
 """Does weight-space ensembling with the untrained backbone (WiSE-FT) give back the cold start that training took?
 
 The untrained model puts 3 of the 148 cold-start targets in its top 10 by text similarity alone, trained checkpoints
-none (``quality.md``). Scaling a LoRA adapter's update by ``s`` in [0, 1] is WiSE-FT between the backbone (s = 0)
-and the trained model (s = 1); peft does it with ``rescale_adapter_scale``. This scores one checkpoint at each
-scale on a seeded subset of validation samples (warm accuracy, where a scale would be chosen) and on the cold-start
-slices of validation and test. The centring vector is refit for each scale: it is the mean of that
-model's own item vectors. ``--items-only`` scales the item tower alone and keeps the user tower as trained: is it the
-item side's text geometry that training overrides, as an item-side regulariser towards the backbone would assume?
+none (``benchmarks/results/quality.md``). Scaling a LoRA adapter's update by ``s`` in [0, 1] is WiSE-FT between the
+backbone (s = 0) and the trained model (s = 1); peft does it with ``rescale_adapter_scale``. This scores one
+checkpoint at each scale on a seeded subset of validation samples (warm accuracy, where a scale would be chosen) and
+on the cold-start slices of validation and test. The centring vector is refit for each scale: it is the mean of that
+model's own item vectors. ``--items-only`` scales the item tower alone and keeps the user tower as trained: is it
+the item side's text geometry that training overrides, as an item-side regulariser towards the backbone would
+assume?
 
-``.venv/bin/python -m benchmarks.wise_ft CHECKPOINT [--scales 1,0.8,0.65,0.5] [--valid-samples 300] [--items-only]
-[--name STEM]`` writes ``results/<STEM>.{json,md,png}`` (default ``wise_ft``); weights in float32 unless
+``.venv/bin/python -m studies.wise_ft CHECKPOINT [--scales 1,0.8,0.65,0.5] [--valid-samples 300] [--items-only]
+[--name STEM]`` writes ``studies/results/<STEM>.{json,md,png}`` (default ``wise_ft``); weights in float32 unless
 ``R2EC_DTYPE`` says otherwise.
 """
 
@@ -23,13 +24,14 @@ import pandas as pd
 from peft.helpers import rescale_adapter_scale
 from tqdm import tqdm
 
-from benchmarks.report import RESULTS, invocation, write_results
+from benchmarks.report import invocation, write_results
 from r2ec.data.samples import Samples
 from r2ec.evaluation.evaluator import evaluate, evaluation_subset
 from r2ec.evaluation.metrics import in_top_k, median_rank
 from r2ec.modeling.recommender import R2ecRecommender
 from services.datastore import load_prepared
 from services.settings import load_settings
+from studies import RESULTS
 
 DATASET = "ml-100k"
 
@@ -66,7 +68,7 @@ def main() -> None:
     parser.add_argument("--scales", default="1,0.8,0.65,0.5", help="comma-separated LoRA scales in [0, 1]")
     parser.add_argument("--valid-samples", type=int, default=300, help="seeded validation samples (plus its cold ones)")
     parser.add_argument("--items-only", action="store_true", help="scale the item tower only, users as trained")
-    parser.add_argument("--name", default="wise_ft", help="results file stem under benchmarks/results")
+    parser.add_argument("--name", default="wise_ft", help="results file stem under studies/results")
     args = parser.parse_args()
     scales = [float(s) for s in args.scales.split(",")]
     if not all(0.0 <= s <= 1.0 for s in scales):
@@ -93,7 +95,7 @@ def main() -> None:
         + (" (item tower only; user vectors as trained)." if args.items_only else " (both towers)."),
         f"Weights dtype: {model.config.dtype}; one run. A cold target masked as history ranks last in the median.",
     ]
-    write_results(args.name, invocation("benchmarks.wise_ft"), figures, notes)
+    write_results(args.name, invocation("studies.wise_ft"), figures, notes, RESULTS)
     plot_tradeoff(per_scale, RESULTS / f"{args.name}.png", "item tower only" if args.items_only else "both towers")
 
 

@@ -36,12 +36,14 @@ def words(text: str) -> list[str]:
 
 
 def is_degenerate(text: str, coverage: float = DEGENERATE_COVERAGE) -> bool:
-    """True when one word 3-gram's occurrences cover more than ``coverage`` of the text's words."""
+    """True when one repeated word 3-gram's occurrences cover more than ``coverage`` of the text's words."""
     tokens = words(text)
     if len(tokens) < 6:
         return False
     grams = [tuple(tokens[i : i + 3]) for i in range(len(tokens) - 2)]
-    top, _ = Counter(grams).most_common(1)[0]
+    top, count = Counter(grams).most_common(1)[0]
+    if count < 2:
+        return False
     covered = set()
     for i, gram in enumerate(grams):
         if gram == top:

@@ -1,4 +1,4 @@
-"""A control run (benchmarks/item_holdout.py) counts as one only when its training differs from the holdout run's
+"""A control run (studies/item_holdout.py) counts as one only when its training differs from the holdout run's
 in nothing but the held-out items and the limits that stop it."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from typing import Any
 
-from benchmarks.item_holdout import recipe_differences
 from benchmarks.quality import Recipe
+from studies.item_holdout import recipe_differences
 
 HOLDOUT = Recipe(contrastive_minutes=60.0, tau=0.1, hold_out_items=0.05)
 STEP_MATCHED = replace(HOLDOUT, hold_out_items=0.0, contrastive_minutes=90.0, contrastive_steps=493)

@@ -1,4 +1,4 @@
-"""The exact chance of a random new-item pick (benchmarks/slot_policies.py) against an enumeration of that pick."""
+"""The exact chance of a random new-item pick (studies/slot_policies.py) against an enumeration of that pick."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.slot_policies import K, random_pick_chance
 from r2ec.new_item_slots import reserve_new_item_slots
+from studies.slot_policies import K, random_pick_chance
 
 
 def enumerated_chance(scores: torch.Tensor, target: int, pool: np.ndarray, slots: int) -> float:
