@@ -20,8 +20,8 @@ from r2ec.data.samples import build_samples
 from services import features
 from services.datastore import write_dataset
 from services.jobs import ingest
+from services.lake import read_clean_log
 from services.settings import load_settings
-from services.validation import read_clean_log
 
 
 def main() -> None:

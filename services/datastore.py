@@ -7,17 +7,15 @@ import pandas as pd
 from r2ec.data.movielens import DatasetUnavailable
 from r2ec.data.samples import PreparedData, prepare
 from r2ec.data.schema import canonical_interactions, canonical_items
+from services.lake import write_parquet_atomic
 from services.settings import Settings
 
 
 def write_dataset(settings: Settings, name: str, interactions: pd.DataFrame, items: pd.DataFrame) -> None:
-    """Store canonical tables atomically enough for one writer: temp file, then rename."""
+    """Store the canonical tables, each written atomically."""
     folder = settings.data_dir(name)
-    folder.mkdir(parents=True, exist_ok=True)
     for table, frame in (("interactions", interactions), ("items", items)):
-        tmp = folder / f".{table}.parquet.tmp"
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(folder / f"{table}.parquet")
+        write_parquet_atomic(frame, folder / f"{table}.parquet")
 
 
 def read_dataset(settings: Settings, name: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 
 from r2ec.data.samples import Samples
 from r2ec.inference import samples_from_histories
+from services.lake import read_clean_log, strip_controls
 from services.settings import Settings
-from services.validation import read_clean_log, strip_controls
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig

@@ -1,4 +1,4 @@
-"""Validation of incoming interaction logs with Great Expectations 1.x, and the lake they land in.
+"""Validation of incoming interaction logs with Great Expectations 1.x (landing: ``services.lake``).
 
 A batch (one file) goes through four steps:
 
@@ -22,7 +22,6 @@ duplicates, so a renamed or re-encoded copy lands nothing new either.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from r2ec.data.schema import INTERACTION_COLUMNS
+from services.lake import strip_controls
 from services.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ ID_COLUMNS = ("user_id", "item_id")
 RAW_TIME, RAW_RATING = "event_time_raw", "rating_raw"
 CATALOGUE = "catalogue_item_id"  # the row's item id as found in the catalogue, null when unknown
 # C0/C1 control characters plus the invisible bidi and zero-width marks that can disguise text.
-CONTROL_CHARACTERS = r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]"
 
 
 class InputError(ValueError):
@@ -159,11 +158,6 @@ def sanitize(raw: pd.DataFrame, policy: Policy) -> pd.DataFrame:
     out["event_time"] = parse_event_times(out[RAW_TIME])
     out["rating"] = pd.to_numeric(out[RAW_RATING], errors="coerce").astype("float64")
     return out
-
-
-def strip_controls(text: pd.Series) -> pd.Series:
-    """Remove control and invisible formatting characters: logs and catalogues are untrusted text."""
-    return text.str.replace(CONTROL_CHARACTERS, "", regex=True)
 
 
 def parse_event_times(raw: pd.Series) -> pd.Series:
@@ -321,89 +315,3 @@ def validate(raw: pd.DataFrame, policy: Policy, item_ids: list[str]) -> Outcome:
         duplicates_dropped=int(duplicate.sum()),
         reasons=dict(sorted(counts.items())),
     )
-
-
-# --------------------------------------------------------------------------------------------------- lake
-
-
-def clean_dir(settings: Settings, dataset: str | None = None) -> Path:
-    return settings.lake_dir(dataset) / "interactions"
-
-
-def quarantine_file(settings: Settings, batch: str, dataset: str | None = None) -> Path:
-    return settings.lake_dir(dataset) / "quarantine" / f"{batch}.parquet"
-
-
-def _manifest(settings: Settings, batch: str, dataset: str | None) -> Path:
-    return settings.lake_dir(dataset) / "batches" / f"{batch}.json"
-
-
-def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Write atomically for one writer: temp file, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
-
-
-def drop_landed(settings: Settings, outcome: Outcome, batch: str, dataset: str | None) -> Outcome:
-    """Move clean rows that another batch already landed (same user, item, time, rating) to the duplicates."""
-    clean = outcome.clean
-    days = clean["event_time"].dt.strftime("day=%Y-%m-%d").unique()
-    landed = [
-        pd.read_parquet(path, columns=list(INTERACTION_COLUMNS))
-        for day in days
-        for path in (clean_dir(settings, dataset) / day).glob("*.parquet")
-        if path.stem != batch
-    ]
-    if not landed:
-        return outcome
-    key = list(INTERACTION_COLUMNS)
-    seen = pd.concat(landed, ignore_index=True).drop_duplicates(key)
-    already = clean[key].merge(seen, on=key, how="left", indicator=True)["_merge"].eq("both").to_numpy()
-    return Outcome(
-        rows_in=outcome.rows_in,
-        clean=clean[~already].reset_index(drop=True),
-        quarantine=outcome.quarantine,
-        duplicates_dropped=outcome.duplicates_dropped + int(already.sum()),
-        reasons=outcome.reasons,
-    )
-
-
-def land(settings: Settings, outcome: Outcome, batch: str, dataset: str | None = None) -> dict[str, Any]:
-    """Write clean partitions by day and the quarantine file of an accepted batch; replaces its earlier copy."""
-    manifest = _manifest(settings, batch, dataset)
-    previous = json.loads(manifest.read_text()) if manifest.exists() else None
-    ingested_at = pd.Timestamp(previous["ingested_at"]) if previous else pd.Timestamp.now(tz="UTC")
-    clean = outcome.clean.assign(batch=batch, ingested_at=ingested_at)
-    written = set()
-    for day, part in clean.groupby(clean["event_time"].dt.strftime("day=%Y-%m-%d"), sort=True):
-        path = clean_dir(settings, dataset) / str(day) / f"{batch}.parquet"
-        _write_parquet(part, path)
-        written.add(path)
-    for stale in clean_dir(settings, dataset).glob(f"day=*/{batch}.parquet"):
-        if stale not in written:
-            stale.unlink()
-    quarantine = quarantine_file(settings, batch, dataset)
-    if len(outcome.quarantine):
-        _write_parquet(outcome.quarantine.assign(batch=batch), quarantine)
-    else:
-        quarantine.unlink(missing_ok=True)
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps({"batch": batch, "ingested_at": ingested_at.isoformat()}) + "\n")
-    return {
-        "already_ingested": previous is not None,
-        "days": len(written),
-        "quarantine_path": str(quarantine) if len(outcome.quarantine) else None,
-    }
-
-
-def read_clean_log(settings: Settings, dataset: str | None = None) -> pd.DataFrame:
-    """All clean interactions of a dataset in log order: batches by first ingest, rows as they came in."""
-    paths = sorted(clean_dir(settings, dataset).glob("day=*/*.parquet"))
-    if not paths:
-        raise FileNotFoundError(f"no clean interactions under {clean_dir(settings, dataset)}: run `r2ec ingest`")
-    log = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
-    log = log.sort_values(["ingested_at", "batch", "source_row"], kind="stable", ignore_index=True)
-    log["event_time"] = pd.to_datetime(log["event_time"], utc=True).astype("datetime64[ns, UTC]")
-    return log

@@ -7,8 +7,8 @@ from typing import Any
 
 from services import features
 from services.datastore import read_dataset
+from services.lake import read_clean_log
 from services.settings import Settings
-from services.validation import read_clean_log
 
 
 def apply(settings: Settings, dataset: str | None = None) -> dict[str, Any]:

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from services.datastore import read_dataset
+from services.lake import already_landed, land
 from services.settings import Settings
-from services.validation import Policy, batch_id, drop_landed, land, read_log, validate
+from services.validation import Outcome, Policy, batch_id, read_log, validate
 
 
 def run(settings: Settings, path: Path, dataset: str | None = None, now: datetime | None = None) -> dict[str, Any]:
@@ -26,8 +27,8 @@ def run(settings: Settings, path: Path, dataset: str | None = None, now: datetim
     accepted = outcome.bad_fraction <= policy.max_bad_fraction
     landed: dict[str, Any] = {"already_ingested": False, "days": 0, "quarantine_path": None}
     if accepted:
-        outcome = drop_landed(settings, outcome, batch, name)
-        landed = land(settings, outcome, batch, name)
+        outcome = without_landed_rows(settings, outcome, batch, name)
+        landed = land(settings, outcome.clean, outcome.quarantine, batch, name)
     return {
         "dataset": name,
         "path": str(path),
@@ -49,4 +50,16 @@ def refusal_message(fraction: float, policy: Policy, reasons: dict[str, int]) ->
     return (
         f"refused: {fraction:.1%} of rows are bad, above the threshold of {policy.max_bad_fraction:.1%} "
         f"(R2EC_INGEST_MAX_BAD_FRACTION); nothing was landed; most frequent: {top}"
+    )
+
+
+def without_landed_rows(settings: Settings, outcome: Outcome, batch: str, dataset: str) -> Outcome:
+    """Count clean rows that another batch already landed as duplicates instead of landing them twice."""
+    already = already_landed(settings, outcome.clean, batch, dataset)
+    return Outcome(
+        rows_in=outcome.rows_in,
+        clean=outcome.clean[~already].reset_index(drop=True),
+        quarantine=outcome.quarantine,
+        duplicates_dropped=outcome.duplicates_dropped + int(already.sum()),
+        reasons=outcome.reasons,
     )

@@ -22,8 +22,8 @@ from services.cli import main
 from services.datastore import write_dataset
 from services.jobs import features as feature_jobs
 from services.jobs import ingest
+from services.lake import read_clean_log
 from services.settings import Settings, load_settings
-from services.validation import read_clean_log
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 START = pd.Timestamp("2024-01-01T00:00:00Z")

@@ -12,8 +12,8 @@ import pytest
 from services.cli import main
 from services.datastore import write_dataset
 from services.jobs import ingest
+from services.lake import clean_dir, read_clean_log
 from services.settings import Settings, load_settings
-from services.validation import clean_dir, read_clean_log
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 LONG_ID = "u" * 200
