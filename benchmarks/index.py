@@ -38,12 +38,12 @@ def encode_and_upsert() -> dict[str, Any]:
     """Seconds to encode the ML-100k catalogue and to publish it (memory and disk), and items/s."""
     from r2ec.data.datasets import load_dataset
     from r2ec.modeling.recommender import R2ecRecommender
-    from services.jobs.train import model_config
+    from r2ec.training.recipes import CPU_MODEL
 
     settings = load_settings()
     _, items = load_dataset("ml-100k")
     started = time.perf_counter()
-    model = R2ecRecommender.create(model_config("ml-100k", reasoning=False), settings.root / "cache")
+    model = R2ecRecommender.create(CPU_MODEL, settings.root / "cache")
     load_s = time.perf_counter() - started
     started = time.perf_counter()
     table = model.encode_items(items)

@@ -2,10 +2,10 @@
 
 Three phases, so that training and evaluation can run where each is affordable:
 
-``.venv/bin/python -m benchmarks.quality train --contrastive-minutes 25 --recpo-minutes 15``
-    trains R²ec w/o reasoning (contrastive), then RecPO from the best contrastive adapter (a warm start: on a
-    CPU budget RecPO from scratch sees too few users). SmolLM2-135M, LoRA on the top 4 layers, compact prompts;
-    the frozen lower layers of every item prompt are computed once and shared by both modes. Writes the
+``.venv/bin/python -m benchmarks.quality train [--recipe smollm2-cpu] [--contrastive-minutes M]``
+    trains the phases of a recipe (``r2ec.training.recipes``, the same that ``r2ec train --recipe`` runs):
+    contrastive (w/o reasoning), then RecPO from the best contrastive adapter; the frozen lower layers of every
+    item prompt are computed once and shared by both modes. Writes the
     checkpoints and ``budgets.json`` (samples, steps, rollouts, reasoning tokens, wall time, peak memory,
     device) under ``--runs`` (default ``var/bench/quality``), and the training curves as ``*/metrics.jsonl``.
     ``--init-adapter RUN/contrastive/best`` continues an earlier contrastive run (fresh optimizer and warm-up).
@@ -36,15 +36,15 @@ import torch
 
 from r2ec.data.movielens import DatasetUnavailable
 from r2ec.data.samples import PreparedData, held_out_items
-from r2ec.modeling.backbone import EMBEDDED_BACKBONE, resolve_dtype
+from r2ec.modeling.backbone import resolve_dtype
 from r2ec.modeling.recommender import R2ecRecommender
 from r2ec.training.config import TrainConfig
 from r2ec.training.logging import JsonlLogger
+from r2ec.training.recipes import HEADLINE, get_recipe
 from r2ec.training.trainer import FrozenLayerCache, R2ecTrainer
 from services.datastore import load_prepared
 from services.jobs import evaluate, prepare_data
-from services.jobs.evaluate import peak_rss_mb
-from services.jobs.train import model_config
+from services.jobs.resources import peak_rss_mb
 from services.settings import Settings, load_settings
 
 RESULTS = Path(__file__).parent / "results"
@@ -72,75 +72,28 @@ def device_name() -> str:
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """What the train phase varies: budgets, backbone and the knobs of the contrastive recipe."""
+class TrainingRun:
+    """What the train phase varies around a recipe (``r2ec.training.recipes``): budgets, dtype, start, held-out items.
 
-    contrastive_minutes: float = 25.0
-    recpo_minutes: float = 15.0
+    With every field at its default, the phases are exactly the recipe's, as ``r2ec train --recipe`` builds them.
+    """
+
+    recipe: str = HEADLINE  # a named recipe or a recipe .json file
+    contrastive_minutes: float | None = None  # None: the recipe's budget
+    recpo_minutes: float | None = None
     contrastive_steps: int = 0  # > 0: the contrastive run also stops after this many steps (a step-matched control)
     recpo_steps: int = 0  # > 0: the RecPO run also stops after this many steps
-    backbone: str = EMBEDDED_BACKBONE
-    dtype: str = "auto"
-    top_layers: int = 4  # LoRA on the top k layers; 0 = all
-    tau: float = 0.02
-    contrastive_lr: float = 3e-4
-    batch_size: int = 16  # users per contrastive step
-    warmup_steps: int = 0  # linear learning-rate warm-up of the contrastive run
-    recency_half_life_days: float = 0.0  # > 0: recency-weighted batches of the contrastive run (days)
-    new_release_weight: float = 1.0  # draw weight of contrastive samples whose target is a new release
-    eval_every: int = 15  # contrastive steps between validations
-    patience: int = 4
-    eval_samples: int = 200  # validation users of the contrastive run
-    recpo_batch_size: int = 4  # users per RecPO step (each with 4 rollouts)
-    sampling_correction: bool = True  # logQ correction of the sampled item softmax
-    popularity_negatives: bool = True  # else uniform
-    negatives_from_train_targets: bool = False  # items nobody chose in training are never negatives
-    item_gradients: bool = True  # the item loss trains the item tower (else only the user side learns)
-    upcoming_targets: int = 1  # contrastive positives per user prompt: its target and the user's next ones
-    show_year: bool = True  # release year in item prompts
-    show_date: bool = False  # the prediction date in user prompts
+    backbone: str = ""  # "": the recipe's backbone
+    dtype: str = ""  # "": the recipe's dtype
     init_adapter: str = ""  # contrastive continues from this checkpoint's adapter (a run's best/), not a fresh LoRA
     hold_out_items: float = 0.0  # > 0: this share of training's items is hidden from training (studies/item_holdout.py)
 
 
-def contrastive_config(recipe: Recipe) -> TrainConfig:
-    return TrainConfig(
-        mode="contrastive",
-        max_steps=recipe.contrastive_steps or 100_000,
-        max_minutes=recipe.contrastive_minutes,
-        batch_size=recipe.batch_size,
-        learning_rate=recipe.contrastive_lr,
-        warmup_steps=recipe.warmup_steps,
-        recency_half_life_days=recipe.recency_half_life_days or None,
-        new_release_weight=recipe.new_release_weight,
-        eval_every=recipe.eval_every,
-        eval_samples=recipe.eval_samples,
-        patience=recipe.patience,
-        sampling_correction=recipe.sampling_correction,
-        popularity_negatives=recipe.popularity_negatives,
-        negatives_from_train_targets=recipe.negatives_from_train_targets,
-        item_gradients=recipe.item_gradients,
-        upcoming_targets=recipe.upcoming_targets,
-    )
-
-
-def recpo_config(recipe: Recipe) -> TrainConfig:
-    return TrainConfig(
-        mode="recpo",
-        max_steps=recipe.recpo_steps or 100_000,
-        max_minutes=recipe.recpo_minutes,
-        batch_size=recipe.recpo_batch_size,
-        group_size=4,
-        learning_rate=1e-4,
-        max_new_tokens=32,
-        eval_every=30,
-        eval_samples=150,
-        patience=2,
-        sampling_correction=recipe.sampling_correction,
-        popularity_negatives=recipe.popularity_negatives,
-        negatives_from_train_targets=recipe.negatives_from_train_targets,
-        item_gradients=recipe.item_gradients,
-    )
+def phase_config(run: TrainingRun, mode: str) -> TrainConfig:
+    """The recipe's ``mode`` phase with this run's budget overrides."""
+    minutes = {"contrastive": run.contrastive_minutes, "recpo": run.recpo_minutes}[mode]
+    steps = {"contrastive": run.contrastive_steps, "recpo": run.recpo_steps}[mode]
+    return get_recipe(run.recipe).with_budget(max_minutes=minutes, max_steps=steps or None).phase(mode)
 
 
 def load_data(settings: Settings, hold_out_items: float = 0.0) -> PreparedData:
@@ -160,45 +113,39 @@ def read_budgets(runs: Path) -> dict[str, Any]:
     return json.loads((runs / BUDGETS).read_text()) if (runs / BUDGETS).exists() else {}
 
 
-def samples_behind(recipe: Recipe) -> int:
-    """Training samples behind ``recipe.init_adapter``, read from its run's budgets (0 where they are not there)."""
-    budgets = read_budgets(Path(recipe.init_adapter).parent.parent)
+def samples_behind(run: TrainingRun) -> int:
+    """Training samples behind ``run.init_adapter``, read from its run's budgets (0 where they are not there)."""
+    budgets = read_budgets(Path(run.init_adapter).parent.parent)
     if not budgets:
         return 0
     earlier = budgets["r2ec-contrastive"]
     return earlier["samples"] + earlier.get("init_samples", 0)
 
 
-def train(settings: Settings, runs: Path, recipe: Recipe, modes: list[str]) -> dict[str, Any]:
+def train(settings: Settings, runs: Path, run: TrainingRun, modes: list[str]) -> dict[str, Any]:
     """Contrastive, then RecPO from the best contrastive adapter; returns (and writes) the budgets.
 
     ``modes`` may name only ``recpo`` to retrain RecPO from an earlier run's contrastive adapter.
     """
-    data = load_data(settings, recipe.hold_out_items)
-    config = model_config(DATASET, reasoning=False, backbone=recipe.backbone, top_layers=recipe.top_layers or None)
-    config = replace(
-        config,
-        dtype=recipe.dtype,
-        tau=recipe.tau,
-        prompts=replace(config.prompts, show_year=recipe.show_year, show_date=recipe.show_date),
-    )
-    recommender = R2ecRecommender.create(config, settings.root / "cache")
+    data = load_data(settings, run.hold_out_items)
+    recipe = get_recipe(run.recipe)
+    changes = {key: value for key, value in (("backbone", run.backbone), ("dtype", run.dtype)) if value}
+    recommender = R2ecRecommender.create(replace(recipe.model, **changes), settings.root / "cache")
     items = FrozenLayerCache(recommender, recommender.item_prompt_ids(data.items))
     budgets = read_budgets(runs)
-    configs = {"contrastive": contrastive_config(recipe), "recpo": recpo_config(recipe)}
     for mode in modes:
-        model, config = f"r2ec-{mode}", configs[mode]
+        model, config = f"r2ec-{mode}", phase_config(run, mode)
         started = time.perf_counter()
         out = runs / CHECKPOINTS[model]
         init, init_samples = "fresh LoRA", 0
         if config.mode == "recpo":
             recommender.load_adapter_weights(runs / CHECKPOINTS["r2ec-contrastive"] / "best")
-            recommender.config = replace(recommender.config, reasoning=True)
             init = "best r2ec-contrastive adapter"
-        elif recipe.init_adapter:
-            recommender.load_adapter_weights(Path(recipe.init_adapter))
-            init = f"adapter of {recipe.init_adapter} (fresh optimizer and warm-up)"
-            init_samples = samples_behind(recipe)
+        elif run.init_adapter:
+            recommender.load_adapter_weights(Path(run.init_adapter))
+            init = f"adapter of {run.init_adapter} (fresh optimizer and warm-up)"
+            init_samples = samples_behind(run)
+        recommender.config = replace(recommender.config, reasoning=config.mode == "recpo")
         logger = JsonlLogger(out / "metrics.jsonl")
         trainer = R2ecTrainer(recommender, data, config, logger, settings.show_progress, items)
         result = trainer.train(out)
@@ -211,9 +158,10 @@ def train(settings: Settings, runs: Path, recipe: Recipe, modes: list[str]) -> d
             "train_wall_s": round(time.perf_counter() - started, 1),
             "train_peak_rss_mb": round(peak_rss_mb(), 1),
             "train_device": device_name(),
-            "train_dtype": f"{str(resolve_dtype(recipe.dtype)).removeprefix('torch.')} weights, float32 LoRA",
+            "train_dtype": f"{str(resolve_dtype(recommender.config.dtype)).removeprefix('torch.')} weights, "
+            "float32 LoRA",
             "train_config": asdict(config),
-            "recipe": asdict(recipe),
+            "recipe": {**asdict(run), "label": recipe.label},
         }
         print(f"{model}: best valid NDCG@10 {result.best_valid_ndcg10:.4f} after {result.budget}", flush=True)
         (runs / BUDGETS).write_text(json.dumps(budgets, indent=2) + "\n")
@@ -339,12 +287,10 @@ def main() -> None:
     phases = parser.add_subparsers(dest="phase", required=True)
     train_phase = phases.add_parser("train")
     train_phase.add_argument("--modes", default="contrastive,recpo", help="recpo alone reuses the contrastive run")
-    for field_ in fields(Recipe):
+    for field_ in fields(TrainingRun):
         flag, default = "--" + field_.name.replace("_", "-"), field_.default
-        if isinstance(default, bool):
-            train_phase.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        else:
-            train_phase.add_argument(flag, type=type(default), default=default, help=f"(default {default})")
+        kind = float if field_.name.endswith("_minutes") else type(default)
+        train_phase.add_argument(flag, type=kind, default=default, help=f"(default {default})")
     evaluate_phase = phases.add_parser("evaluate")
     evaluate_phase.add_argument("--n-test", type=int, default=2000)
     evaluate_phase.add_argument("--models", default=",".join(MODELS))
@@ -367,8 +313,7 @@ def main() -> None:
         modes = [m for m in args.modes.split(",") if m]
         if not set(modes) <= {"contrastive", "recpo"}:
             raise SystemExit(f"--modes takes contrastive and/or recpo, not {args.modes!r}")
-        recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
-        train(settings, runs, recipe, modes)
+        train(settings, runs, TrainingRun(**{f.name: getattr(args, f.name) for f in fields(TrainingRun)}), modes)
         return
     models = [m for m in args.models.split(",") if m]
     unknown = set(models) - set(MODELS)

@@ -15,16 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 
-from benchmarks.quality import DATASET, RESULTS, device_name, load_data
+from benchmarks.quality import RESULTS, device_name, load_data
 from r2ec.modeling.backbone import EMBEDDED_BACKBONE, resolve_dtype
 from r2ec.modeling.generation import generate_rollouts
 from r2ec.modeling.recommender import R2ecRecommender
 from r2ec.modeling.scoring import project
-from services.jobs.train import model_config
+from r2ec.training.recipes import CPU_MODEL
 from services.settings import load_settings
 
 
@@ -52,7 +53,7 @@ def main() -> None:
     settings = load_settings(progress=False)
     data = load_data(settings)
     recommender = R2ecRecommender.create(
-        model_config(DATASET, reasoning=True, backbone=args.backbone), settings.root / "cache"
+        replace(CPU_MODEL, reasoning=True, backbone=args.backbone), settings.root / "cache"
     )
     chosen = np.sort(np.random.default_rng(settings.seed).choice(len(data.test), args.users, replace=False))
     prompts = recommender.user_prompt_ids(data.test.take(chosen), data.items)

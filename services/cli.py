@@ -6,10 +6,14 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from services.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from r2ec.training.recipes import Recipe
 
 EXIT_USAGE = 2
 EXIT_REFUSED = 1  # the input was read but rejected (e.g. too many bad rows)
@@ -69,37 +73,45 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
-    from r2ec.training.config import TrainConfig
-    from services.jobs import train
+def training_recipe(args: argparse.Namespace) -> Recipe:
+    """The recipe ``r2ec train`` runs: the named (or file) recipe, its selected phases, the budget overrides."""
+    from r2ec.training.recipes import get_recipe
 
-    config = TrainConfig(
-        mode=args.mode,
-        seed=settings.seed,
+    recipe = get_recipe(args.recipe)
+    if args.phases:
+        recipe = recipe.only(args.phases.split(","))
+    return recipe.with_budget(
+        max_minutes=args.max_minutes,
         max_steps=args.max_steps,
         max_samples=args.max_samples,
-        max_minutes=args.max_minutes,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        warmup_steps=args.warmup_steps,
-        upcoming_targets=args.upcoming_targets,
-        group_size=args.group_size,
-        max_new_tokens=args.max_new_tokens,
         eval_every=args.eval_every,
         eval_samples=args.eval_samples,
+        seed=args.seed,
     )
-    options = {
-        "backbone": args.backbone,
-        "history_items": args.history_items,
-        "top_layers": None if args.top_layers == 0 else args.top_layers,
-        "init_checkpoint": args.init,
-    }
+
+
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    from r2ec.training.recipes import RECIPES
+
+    if args.list_recipes:
+        for recipe in RECIPES.values():
+            print(f"{recipe.label}: {recipe.description}")
+        return 0
+    if args.out is None and args.run_id is None:
+        raise UsageError("train needs --out DIR or --run-id ID (the run then lands in <state>/runs/ID)")
+    recipe = training_recipe(args)
+    model_changes = {key: value for key, value in (("backbone", args.backbone), ("dtype", args.dtype)) if value}
+    run_id = args.run_id or f"train-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    options = {"out_dir": args.out, "dataset": args.dataset, "init_checkpoint": args.init}
+    options["model_changes"] = model_changes
     if args.register:
         from services.jobs import model_admin
 
-        summary = model_admin.train_and_register(settings, config, args.out, args.dataset, **options)
+        summary = model_admin.train_and_register(settings, run_id, recipe, **options)
     else:
-        summary = train.run(settings, config, args.out, args.dataset, **options)
+        from services.jobs import train
+
+        summary = train.run(settings, run_id, recipe, **options)
     _print_json_or_table(summary, None)
     return 0
 
@@ -244,30 +256,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
     ev.set_defaults(handler=cmd_evaluate)
 
-    tr = sub.add_parser("train", help="train R2ec; the best adapter by validation NDCG@10 lands in OUT/best")
-    tr.add_argument("--mode", required=True, choices=["recpo", "contrastive"])
-    tr.add_argument("--dataset", default=None)
-    tr.add_argument("--out", type=Path, required=True)
-    tr.add_argument("--backbone", default="smollm2-135m-instruct", help="HF causal-LM folder/id, or 'tiny'")
-    tr.add_argument("--init", type=Path, help="start from this checkpoint's adapter (e.g. recpo after contrastive)")
-    tr.add_argument("--max-steps", type=int, default=200)
-    tr.add_argument("--max-samples", type=int)
-    tr.add_argument("--max-minutes", type=float)
-    tr.add_argument("--batch-size", type=int, default=16)
-    tr.add_argument("--lr", type=float, default=3e-4)
-    tr.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up")
-    tr.add_argument(
-        "--upcoming-targets",
-        type=int,
-        default=1,
-        help="contrastive: train each user prompt towards its target and the user's next N-1 training targets",
+    tr = sub.add_parser(
+        "train", help="train R2ec with a recipe; each phase's best adapter lands in OUT/<mode>/best"
     )
-    tr.add_argument("--group-size", type=int, default=4)
-    tr.add_argument("--max-new-tokens", type=int, default=32)
-    tr.add_argument("--history-items", type=int, default=10)
-    tr.add_argument("--top-layers", type=int, default=4, help="LoRA on the top N layers (0 = all)")
-    tr.add_argument("--eval-every", type=int, default=25)
-    tr.add_argument("--eval-samples", type=int, default=300)
+    tr.add_argument("--recipe", default="smollm2-cpu", help="a named recipe (--list-recipes) or a recipe .json file")
+    tr.add_argument("--list-recipes", action="store_true", help="print the named recipes and exit")
+    tr.add_argument("--phases", help="run only these phases of the recipe, e.g. 'recpo' (with --init)")
+    tr.add_argument("--dataset", default=None)
+    tr.add_argument("--out", type=Path, help="output folder (default: <state>/runs/RUN_ID)")
+    tr.add_argument("--run-id", help="name of the run (default: train-<UTC time>)")
+    tr.add_argument("--init", type=Path, help="continue from this checkpoint: its adapter and its own model config")
+    tr.add_argument("--backbone", help="override the model's backbone (HF causal-LM folder/id, or 'tiny')")
+    tr.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], help="override the weights dtype")
+    tr.add_argument("--max-minutes", type=float, help="override every phase's time budget")
+    tr.add_argument("--max-steps", type=int, help="override every phase's step budget")
+    tr.add_argument("--max-samples", type=int, help="override every phase's sample budget")
+    tr.add_argument("--eval-every", type=int, help="override steps between validations")
+    tr.add_argument("--eval-samples", type=int, help="override the validation subset size")
+    tr.add_argument("--seed", type=int, help="override the recipe's seed")
     tr.add_argument("--register", action="store_true", help="track the run in MLflow and register the best adapter")
     tr.set_defaults(handler=cmd_train)
 

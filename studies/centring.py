@@ -16,18 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.quality import DATASET, device_name, load_data
+from benchmarks.quality import device_name, load_data
 from r2ec.evaluation.evaluator import evaluation_subset
 from r2ec.evaluation.metrics import ranking_metrics, target_ranks
 from r2ec.modeling.backbone import EMBEDDED_BACKBONE
 from r2ec.modeling.recommender import R2ecRecommender
 from r2ec.modeling.scoring import cosine_scores, project
-from services.jobs.train import model_config
+from r2ec.training.recipes import CPU_MODEL
 from services.settings import load_settings
 from studies import RESULTS
 
@@ -60,7 +61,7 @@ def main() -> None:
     cache = settings.root / "cache"
     models = {
         "r2ec-zero-shot": lambda: R2ecRecommender.create(
-            model_config(DATASET, reasoning=False, backbone=args.backbone), cache
+            replace(CPU_MODEL, backbone=args.backbone), cache
         ),
         "r2ec-contrastive": lambda: R2ecRecommender.load(runs / "contrastive" / "best", cache, settings.dtype),
     }

@@ -35,8 +35,8 @@ from r2ec.evaluation.metrics import ranking_metrics
 from r2ec.modeling.recommender import R2ecRecommender
 from r2ec.training.config import TrainConfig
 from r2ec.training.logging import JsonlLogger
+from r2ec.training.recipes import CPU_MODEL
 from r2ec.training.trainer import R2ecTrainer
-from services.jobs.train import model_config
 from services.settings import load_settings
 from studies import RESULTS
 
@@ -57,7 +57,7 @@ def main() -> None:
     if args.rating_counts:  # what the popularity baseline counts, so the item tower can read popularity
         data = replace(data, items=data.items.assign(rating_count=data.train_target_counts()))
     recommender = R2ecRecommender.create(
-        replace(model_config("synthetic", reasoning=False), tau=0.1), settings.root / "cache"
+        replace(CPU_MODEL, prompts=replace(CPU_MODEL.prompts, domain="items")), settings.root / "cache"
     )
     config = TrainConfig(
         mode="contrastive",

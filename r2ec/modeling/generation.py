@@ -11,8 +11,9 @@ the generation's KV cache reads it (``read_vectors``): method.md §6.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -48,6 +49,7 @@ class Rollouts:
     rationales: list[str]
     stopped: list[bool]  # the row wrote ``<answer>`` itself before the token cap (else the marker was appended)
     vectors: torch.Tensor | None = None  # (N, d) float32 raw user vectors, when generation was asked to read them
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase ("generation", "vectors")
 
     def sequences(self) -> list[list[int]]:
         """Each row's real tokens (prompt + reasoning + ``<answer>``), padding removed."""
@@ -134,6 +136,7 @@ def generate_rollouts(
 
     ``read_vectors`` also returns each row's raw user vector, read on the KV cache (no second forward).
     """
+    started = time.perf_counter()
     answer_ids = tokenizer(ANSWER, add_special_tokens=False).input_ids
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     finished: dict[int, list[tuple[list[int], int]]] = {}
@@ -183,4 +186,5 @@ def generate_rollouts(
     for row, (n_tokens, n_generated) in enumerate(completion_spans):
         completion_mask[row, width - n_tokens : width - n_tokens + n_generated] = 1
     stacked = torch.cat([vectors[i] for i in range(len(prompts))]) if read_vectors else None
-    return Rollouts(input_ids, attention_mask, completion_mask, rationales, stopped, stacked)
+    seconds = {"generation": time.perf_counter() - started}
+    return Rollouts(input_ids, attention_mask, completion_mask, rationales, stopped, stacked, seconds)

@@ -9,6 +9,7 @@ prompts. ``reasoning=False`` is the "w/o reasoning" variant: the user vector is 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -269,8 +270,10 @@ class R2ecRecommender(Recommender):
             return generate_rollouts(self.model, self.tokenizer, prompts, settings, read_vectors=True)
         with self.model.disable_adapter():
             rollouts = generate_rollouts(self.model, self.tokenizer, prompts, settings)
+        started = time.perf_counter()
         vectors = self.raw_vectors(rollouts.sequences(), batch_size=settings.batch_size)
-        return replace(rollouts, vectors=vectors)
+        seconds = {**rollouts.seconds, "vectors": time.perf_counter() - started}
+        return replace(rollouts, vectors=vectors, seconds=seconds)
 
     @torch.no_grad()
     def backbone_log_likelihood(self, rollouts: Rollouts) -> np.ndarray:
@@ -292,6 +295,10 @@ class R2ecRecommender(Recommender):
                 mean = (token_ll * completion).sum(dim=1) / counts.clamp_min(1)
                 out[rows] = torch.where(counts > 0, mean, torch.nan).cpu().numpy()
         return out
+
+    def use_catalogue(self, items: pd.DataFrame) -> None:
+        """Name the catalogue whose titles fill user prompts, without encoding it (an index serves the items)."""
+        self.items = items
 
     @property
     def catalogue(self) -> pd.DataFrame:

@@ -46,3 +46,19 @@ class FanOutLogger:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         for logger in self.loggers:
             logger.log_metrics(metrics, step)
+
+
+class PhaseLogger:
+    """Prefixes every parameter and metric name with a training phase (``recpo.valid_ndcg@10``).
+
+    One tracked run may hold several phases; their parameters differ and their steps restart at 0.
+    """
+
+    def __init__(self, logger: MetricsLogger, phase: str) -> None:
+        self.logger, self.prefix = logger, f"{phase}."
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.logger.log_params({f"{self.prefix}{key}": value for key, value in params.items()})
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.logger.log_metrics({f"{self.prefix}{key}": value for key, value in metrics.items()}, step)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -12,9 +11,11 @@ from r2ec.data.samples import PreparedData
 from r2ec.evaluation.evaluator import evaluate, evaluation_subset
 from r2ec.recommender import Recommender
 from services.datastore import load_prepared
+from services.jobs.resources import peak_rss_mb
 from services.settings import Settings
 
 BASELINES = ("popularity", "sasrec", "content")
+DOMAIN_OF_DATASET = {"ml-100k": "movies"}
 MODELS = (*BASELINES, "r2ec")
 
 
@@ -35,19 +36,19 @@ def build_baseline(name: str, seed: int) -> Recommender:
     raise ValueError(f"unknown model {name!r}; expected one of {', '.join(BASELINES)}")
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def domain_of(dataset: str) -> str:
+    """How prompts name a dataset's items (``items`` when the dataset has no domain of its own)."""
+    return DOMAIN_OF_DATASET.get(dataset, "items")
 
 
 def build_r2ec(settings: Settings, data: PreparedData, checkpoint: Path | None) -> tuple[Recommender, str]:
-    """A trained checkpoint, or the untrained backbone (zero-shot) with the CPU defaults of training."""
+    """A trained checkpoint, or the untrained backbone (zero-shot) with the model of the CPU recipes."""
     from r2ec.modeling.recommender import R2ecRecommender
-    from services.jobs.train import model_config
+    from r2ec.training.recipes import CPU_MODEL
 
     cache = settings.root / "cache"
     if checkpoint is None:
-        config = model_config(data.name, reasoning=False)
+        config = replace(CPU_MODEL, prompts=replace(CPU_MODEL.prompts, domain=domain_of(data.name)))
         recommender = R2ecRecommender.create(replace(config, dtype=settings.dtype or config.dtype), cache)
     else:
         recommender = R2ecRecommender.load(checkpoint, cache, settings.dtype)

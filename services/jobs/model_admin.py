@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from r2ec.data.samples import PreparedData, Samples
-from r2ec.training.config import TrainConfig
+from r2ec.training.recipes import Recipe
 from services import registry
 from services.datastore import load_prepared, read_dataset
 from services.settings import Settings
@@ -81,8 +81,9 @@ def register(settings: Settings, checkpoint: Path, data: PreparedData) -> dict[s
 
 def train_and_register(
     settings: Settings,
-    train_config: TrainConfig,
-    out_dir: Path,
+    run_id: str,
+    recipe: Recipe,
+    out_dir: Path | None = None,
     dataset: str | None = None,
     feature_snapshot: str | None = None,
     **train_options: Any,
@@ -92,9 +93,10 @@ def train_and_register(
 
     interactions, _ = read_dataset(settings, dataset)
     data = load_prepared(settings, dataset)
-    with registry.training_run(settings, data.name, interactions, feature_snapshot) as run_id:
+    with registry.training_run(settings, data.name, interactions, feature_snapshot, run_name=run_id) as mlflow_run:
+        registry.MlflowLogger().log_params({"recipe": recipe.to_dict()})
         summary = train.run(
-            settings, train_config, out_dir, data.name, extra_logger=registry.MlflowLogger(), **train_options
+            settings, run_id, recipe, out_dir, data.name, extra_logger=registry.MlflowLogger(), **train_options
         )
         result = register(settings, Path(summary["checkpoint"]), data)
-    return {"run_id": run_id, **result, "train_wall_s": summary["wall_s"]}
+    return {"run_id": run_id, "mlflow_run_id": mlflow_run, **result, "train_wall_s": summary["wall_s"]}

@@ -1,87 +1,89 @@
-"""Job: train R²ec (RecPO or contrastive) on a prepared dataset; the best adapter lands in ``out_dir/best``."""
+"""Job: train R²ec with a recipe's phases on a prepared dataset; a phase's best adapter lands in ``<out>/<mode>/best``.
+
+The model the README reports is trained by ``r2ec train --recipe smollm2-cpu`` (``r2ec.training.recipes``).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from r2ec.modeling.backbone import LoraSettings
-from r2ec.modeling.generation import GenerationSettings
-from r2ec.modeling.prompts import PromptSettings
-from r2ec.modeling.recommender import R2ecConfig, R2ecRecommender
-from r2ec.training.config import TrainConfig
-from r2ec.training.logging import FanOutLogger, JsonlLogger, MetricsLogger
-from r2ec.training.trainer import R2ecTrainer
+from r2ec.modeling.recommender import R2ecRecommender
+from r2ec.training.logging import FanOutLogger, JsonlLogger, MetricsLogger, PhaseLogger
+from r2ec.training.recipes import Recipe
+from r2ec.training.trainer import FrozenLayerCache, R2ecTrainer
 from services.datastore import load_prepared
-from services.jobs.evaluate import peak_rss_mb
+from services.jobs.resources import peak_rss_mb
 from services.settings import Settings
 
-DOMAIN_OF_DATASET = {"ml-100k": "movies"}
-
-
-def model_config(
-    dataset: str,
-    reasoning: bool,
-    backbone: str = "smollm2-135m-instruct",
-    history_items: int = 10,
-    top_layers: int | None = 4,
-    max_new_tokens: int = 32,
-) -> R2ecConfig:
-    """The CPU-friendly defaults: compact prompts (10 items, no elapsed times), LoRA on the top 4 layers."""
-    return R2ecConfig(
-        backbone=backbone,
-        reasoning=reasoning,
-        lora=LoraSettings(top_layers=top_layers),
-        prompts=PromptSettings(
-            domain=DOMAIN_OF_DATASET.get(dataset, "items"), history_items=history_items, show_time=False
-        ),
-        generation=GenerationSettings(max_new_tokens=max_new_tokens),
-    )
+log = logging.getLogger(__name__)
 
 
 def run(
     settings: Settings,
-    train_config: TrainConfig,
-    out_dir: Path,
+    run_id: str,
+    recipe: Recipe,
+    out_dir: Path | None = None,
     dataset: str | None = None,
-    backbone: str = "smollm2-135m-instruct",
-    history_items: int = 10,
-    top_layers: int | None = 4,
     init_checkpoint: Path | None = None,
+    model_changes: dict[str, Any] | None = None,
     extra_logger: MetricsLogger | None = None,
 ) -> dict[str, Any]:
-    """Train; return the budget, the best validation NDCG@10 and where the checkpoint is."""
+    """Run the recipe's phases; return per phase the budget and best validation NDCG@10, and the final checkpoint.
+
+    The model is the recipe's, or with ``init_checkpoint`` that checkpoint's own (adapter and config), with
+    ``model_changes`` (``R2ecConfig`` fields such as ``backbone`` or ``dtype``) applied on top in both cases.
+    """
     started = time.perf_counter()
-    torch.manual_seed(train_config.seed)
+    out_dir = out_dir or settings.root / "runs" / run_id
+    torch.manual_seed(recipe.phases[0].seed)
     data = load_prepared(settings, dataset)
-    reasoning = train_config.mode == "recpo"
-    config = model_config(
-        data.name, reasoning, backbone, history_items, top_layers, max_new_tokens=train_config.max_new_tokens
-    )
     cache = settings.root / "cache"
     if init_checkpoint is not None:
         recommender = R2ecRecommender.load(init_checkpoint, cache)
-        recommender.config = config
+        recommender.config = replace(recommender.config, **(model_changes or {}))
     else:
-        recommender = R2ecRecommender.create(config, cache)
-    jsonl = JsonlLogger(out_dir / "metrics.jsonl")
-    logger = FanOutLogger(jsonl, extra_logger) if extra_logger else jsonl
-    trainer = R2ecTrainer(recommender, data, train_config, logger=logger, progress=settings.show_progress)
-    result = trainer.train(out_dir)
+        recommender = R2ecRecommender.create(replace(recipe.model, **(model_changes or {})), cache)
+    items = FrozenLayerCache(recommender, recommender.item_prompt_ids(data.items))
+    phases: dict[str, Any] = {}
+    best_dir: Path | None = None
+    for phase in recipe.phases:
+        if best_dir is not None:
+            recommender.load_adapter_weights(best_dir)
+        recommender.config = replace(recommender.config, reasoning=phase.mode == "recpo")
+        phase_dir = out_dir / phase.mode
+        jsonl = JsonlLogger(phase_dir / "metrics.jsonl")
+        logger = FanOutLogger(jsonl, PhaseLogger(extra_logger, phase.mode)) if extra_logger else jsonl
+        log.info("%s: %s phase on %s (%d training samples)", recipe.label, phase.mode, data.name, len(data.train))
+        phase_started = time.perf_counter()
+        result = R2ecTrainer(recommender, data, phase, logger, settings.show_progress, items).train(phase_dir)
+        best_dir = result.best_dir
+        phases[phase.mode] = {
+            "best_valid_ndcg@10": result.best_valid_ndcg10,
+            "checkpoint": str(result.best_dir),
+            "budget": result.budget,
+            "wall_s": round(time.perf_counter() - phase_started, 1),
+            "train_config": asdict(phase),
+        }
+        log.info("%s: %s best validation NDCG@10 %.4f", recipe.label, phase.mode, result.best_valid_ndcg10)
     summary = {
-        "mode": train_config.mode,
+        "run_id": run_id,
+        "recipe": recipe.label,
         "dataset": data.name,
-        "checkpoint": str(result.best_dir),
-        "best_valid_ndcg@10": result.best_valid_ndcg10,
-        "budget": result.budget,
-        "train_config": asdict(train_config),
+        "init": str(init_checkpoint) if init_checkpoint else "fresh LoRA",
+        "checkpoint": str(best_dir),
+        "best_valid_ndcg@10": phases[recipe.phases[-1].mode]["best_valid_ndcg@10"],
+        "phases": phases,
         "wall_s": round(time.perf_counter() - started, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2, default=str) + "\n")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
