@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from services.formatting import format_result
 from services.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -28,22 +29,6 @@ def _print_json_or_table(result: dict[str, Any], json_path: str | None) -> None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
     print(format_result(result))
-
-
-def format_result(result: dict[str, Any]) -> str:
-    """Human-readable rendering: metric blocks as a table, the rest as key: value lines."""
-    lines = []
-    metric_blocks = {k: v for k, v in result.items() if isinstance(v, dict) and "ndcg@10" in v}
-    for key, value in result.items():
-        if key not in metric_blocks and not isinstance(value, dict):
-            lines.append(f"{key:>14}: {value}")
-    if metric_blocks:
-        names = [k for k in next(iter(metric_blocks.values())) if k != "n"]
-        lines.append(f"{'split':>14}  {'n':>6}  " + "  ".join(f"{n:>8}" for n in names))
-        for block, metrics in metric_blocks.items():
-            row = "  ".join(f"{metrics[n]:8.4f}" for n in names)
-            lines.append(f"{block:>14}  {metrics.get('n', ''):>6}  {row}")
-    return "\n".join(lines)
 
 
 def cmd_data_prepare(settings: Settings, args: argparse.Namespace) -> int:
@@ -210,6 +195,15 @@ def cmd_features(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from services.api import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port)
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one line on stderr for bad arguments (no usage dump), exit code 2."""
 
@@ -314,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the main job end to end on embedded defaults")
     demo.set_defaults(handler=cmd_demo)
+
+    serve = sub.add_parser("serve", help="the read API and the explorer page of the published recommendations")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(handler=cmd_serve)
     return parser
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from services.cli import format_result
+from services.formatting import format_result
 from services.jobs import evaluate, prepare_data
 from services.settings import Settings
 
