@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench-baselines clean
+.PHONY: install system-deps demo test lint bench-baselines clean
 
 install: $(STAMP)
 
@@ -19,10 +19,16 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
+# Chromium and its driver for the explorer's browser test (Debian packages); without root the test skips.
+system-deps:
+	@if [ -x /usr/bin/chromium ] && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" != 0 ]; then echo "system-deps: not root, chromium not installed (browser tests skip)"; \
+	else apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; fi
+
 demo: install
 	$(VENV)/bin/r2ec demo
 
-test: install
+test: install system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 

@@ -31,7 +31,7 @@ def main() -> None:
         settings = load_settings(home=Path(tmp) / "var", dataset="ml-100k")
         write_dataset(settings, "ml-100k", interactions, items)
         interactions.to_parquet(Path(tmp) / "ml-100k.parquet", index=False)
-        assert ingest.run(settings, Path(tmp) / "ml-100k.parquet")["rows_clean"] == len(interactions)
+        assert ingest.run(settings, "ingest", Path(tmp) / "ml-100k.parquet")["rows_clean"] == len(interactions)
         log = read_clean_log(settings)
         features.apply(settings, log, items)
 

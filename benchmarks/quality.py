@@ -101,7 +101,7 @@ def load_data(settings: Settings, hold_out_items: float = 0.0) -> PreparedData:
     try:
         data = load_prepared(settings, DATASET)
     except DatasetUnavailable:
-        prepare_data.run(settings, DATASET)
+        prepare_data.run(settings, "quality", DATASET)
         data = load_prepared(settings, DATASET)
     if hold_out_items:
         data = data.hold_out_items(held_out_items(data, hold_out_items, settings.seed))
@@ -181,12 +181,14 @@ def evaluate_models(settings: Settings, runs: Path, models: list[str], n_test: i
             checkpoint = runs / CHECKPOINTS[base] / "best"
             if base not in budgets:
                 raise SystemExit(f"{base}: no budget in {runs / BUDGETS}; run the train phase first")
-            report = evaluate.run(settings, "r2ec", DATASET, checkpoint=checkpoint, max_samples=n_test, **policies)
+            report = evaluate.run(
+                settings, "quality", "r2ec", DATASET, checkpoint=checkpoint, max_samples=n_test, **policies
+            )
             policy = {k: v for k, v in report["budget"].items() if k.startswith(("prior_", "new_item", "slots_"))}
             budget = {**budgets[base], **policy}
         else:
             name = "r2ec" if base == "r2ec-zero-shot" else base
-            report = evaluate.run(settings, name, DATASET, max_samples=n_test, **policies)
+            report = evaluate.run(settings, "quality", name, DATASET, max_samples=n_test, **policies)
             budget = report["budget"]
         assert report["model"] == model, (report["model"], model)
         eval_wall = round(time.perf_counter() - started, 1)

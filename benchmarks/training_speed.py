@@ -137,7 +137,7 @@ def time_variant(variant: Variant, data, cache: Path, steps: int) -> dict[str, f
 
 def main(steps: int = 2) -> None:
     settings = load_settings()
-    prepare_data.run(settings, "ml-100k")
+    prepare_data.run(settings, "training-speed", "ml-100k")
     data = load_prepared(settings, "ml-100k")
     rows = []
     for variant in VARIANTS:

@@ -68,7 +68,7 @@ def main() -> None:
         outcome = validate(raw, policy, catalogue["item_id"].tolist())
         validate_s = time.perf_counter() - started
         started = time.perf_counter()
-        summary = ingest.run(settings, path, now=NOW)
+        summary = ingest.run(settings, "ingest", path, now=NOW)
         ingest_s = time.perf_counter() - started
 
     assert summary["rows_in"] == summary["rows_clean"] + summary["rows_quarantined"] + summary["duplicates_dropped"]

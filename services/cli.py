@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from services.formatting import format_result
+from services.jobs import new_run_id
 from services.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ def cmd_data_prepare(settings: Settings, args: argparse.Namespace) -> int:
     from services.jobs import prepare_data
 
     sources = {k: v for k, v in (("reviews", args.reviews), ("meta", args.meta)) if v is not None}
-    _print_json_or_table(prepare_data.run(settings, args.dataset, **sources), None)
+    _print_json_or_table(prepare_data.run(settings, new_run_id("prepare"), args.dataset, **sources), None)
     return 0
 
 
@@ -46,6 +47,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError("--checkpoint only applies to --model r2ec")
     result = evaluate.run(
         settings,
+        new_run_id("evaluate"),
         args.model,
         args.dataset,
         checkpoint=args.checkpoint,
@@ -86,7 +88,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError("train needs --out DIR or --run-id ID (the run then lands in <state>/runs/ID)")
     recipe = training_recipe(args)
     model_changes = {key: value for key, value in (("backbone", args.backbone), ("dtype", args.dtype)) if value}
-    run_id = args.run_id or f"train-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    run_id = args.run_id or new_run_id("train")
     options = {"out_dir": args.out, "dataset": args.dataset, "init_checkpoint": args.init}
     options["model_changes"] = model_changes
     if args.register:
@@ -111,6 +113,12 @@ def cmd_model(settings: Settings, args: argparse.Namespace) -> int:
             print(format_versions(rows, tag) if rows else "no registered versions")
         elif args.model_command == "promote":
             _print_json_or_table(registry.promote(settings, args.version), None)
+        elif args.model_command == "register":
+            from services.jobs import model_admin
+
+            run_id = f"register-{args.checkpoint.name}"
+            summary = model_admin.register_shipped(settings, run_id, args.checkpoint, args.dataset, args.promote)
+            _print_json_or_table(summary, None)
         else:
             _print_json_or_table(registry.rollback(settings), None)
     except registry.RegistryError as error:
@@ -139,7 +147,7 @@ def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
         if args.index_command == "refresh":
             from services.jobs import index_refresh
 
-            result = index_refresh.run(settings, args.model_version, args.dataset)
+            result = index_refresh.run(settings, new_run_id("index"), args.model_version, args.dataset)
         else:
             client = vectors.connect(settings)
             try:
@@ -155,7 +163,7 @@ def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     from services.jobs import explain
 
-    result = explain.run(settings, args.checkpoint, args.user, args.dataset)
+    result = explain.run(settings, new_run_id("explain"), args.checkpoint, args.user, args.dataset)
     print("history (oldest first):")
     print("\n".join(f"  {title}" for title in result["history"]))
     print(f"reasoning: {result['reasoning'] or '(none: model trained without reasoning)'}")
@@ -175,7 +183,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from services.jobs import ingest
 
-    summary = ingest.run(settings, args.path, args.dataset)
+    summary = ingest.run(settings, new_run_id("ingest"), args.path, args.dataset)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -191,8 +199,51 @@ def cmd_features(settings: Settings, args: argparse.Namespace) -> int:
     from services.jobs import features
 
     job = {"apply": features.apply, "materialize": features.materialize}[args.features_command]
-    print(json.dumps(job(settings, args.dataset), indent=2, default=str))
+    print(
+        json.dumps(job(settings, new_run_id(f"features-{args.features_command}"), args.dataset), indent=2, default=str)
+    )
     return 0
+
+
+def cmd_recommend(settings: Settings, args: argparse.Namespace) -> int:
+    from services import registry
+    from services.jobs import recommend
+
+    run_id = args.run_id or new_run_id("recommend")
+    as_of = args.as_of
+    try:
+        if args.publish:
+            summary = recommend.publish(settings, run_id, args.users, as_of, args.dataset)
+        else:
+            summary = recommend.run(settings, run_id, args.users, args.shard, args.top_k, as_of, args.dataset)
+    except registry.RegistryError as error:
+        hint = "register a model and promote it (`r2ec model register models/<name> --promote`)"
+        raise UsageError(f"{error}: {hint}") from None
+    except recommend.RunRefused as error:
+        print(f"r2ec: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(format_result(summary))
+    return 0
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``i/n`` -> (i, n) with 0 <= i < n."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit()) or not 0 <= int(index) < int(count):
+        raise argparse.ArgumentTypeError(f"shard must be i/n with 0 <= i < n, not {text!r}")
+    return int(index), int(count)
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO-8601 time; naive means UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -250,9 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
     ev.set_defaults(handler=cmd_evaluate)
 
-    tr = sub.add_parser(
-        "train", help="train R2ec with a recipe; each phase's best adapter lands in OUT/<mode>/best"
-    )
+    tr = sub.add_parser("train", help="train R2ec with a recipe; each phase's best adapter lands in OUT/<mode>/best")
     tr.add_argument("--recipe", default="smollm2-cpu", help="a named recipe (--list-recipes) or a recipe .json file")
     tr.add_argument("--list-recipes", action="store_true", help="print the named recipes and exit")
     tr.add_argument("--phases", help="run only these phases of the recipe, e.g. 'recpo' (with --init)")
@@ -278,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("version")
     promote.set_defaults(handler=cmd_model)
     model.add_parser("rollback", help="move champion back to the version it replaced").set_defaults(handler=cmd_model)
+    shipped = model.add_parser("register", help="register a shipped checkpoint (models/<name>) as a version")
+    shipped.add_argument("checkpoint", type=Path)
+    shipped.add_argument("--dataset", default=None, help="catalogue the version serves (default: the settings')")
+    shipped.add_argument("--promote", action="store_true", help="also move champion to it")
+    shipped.set_defaults(handler=cmd_model)
 
     index = sub.add_parser("index", help="the Qdrant item index (alias items)")
     index = index.add_subparsers(dest="index_command", required=True)
@@ -308,6 +362,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the main job end to end on embedded defaults")
     demo.set_defaults(handler=cmd_demo)
+
+    rec = sub.add_parser("recommend", help="score users with the champion and publish their lists and rationales")
+    rec.add_argument("--run-id", help="name of the run; the same id again resumes or repeats it (default: new)")
+    rec.add_argument("--users", default="all", help="'all', the first N users by id, or a file of user ids")
+    rec.add_argument("--shard", type=parse_shard, help="score only shard i of n (then publish with --publish)")
+    rec.add_argument("--publish", action="store_true", help="publish a run whose shards are all written")
+    rec.add_argument("--top-k", type=int, help="items per user (default: R2EC_RECOMMEND_TOP_K)")
+    rec.add_argument("--as-of", type=parse_time, help="histories as of this time (default: now)")
+    rec.add_argument("--dataset", default=None)
+    rec.add_argument("--json", action="store_true", help="print the summary as JSON")
+    rec.set_defaults(handler=cmd_recommend)
 
     serve = sub.add_parser("serve", help="the read API and the explorer page of the published recommendations")
     serve.add_argument("--host", default="127.0.0.1")

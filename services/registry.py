@@ -11,6 +11,7 @@ MLflow server URL, whose artifact store the server owns.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import resource
@@ -39,6 +40,7 @@ MODEL_ARTIFACT = "model"
 PINNED_PACKAGES = ("torch", "transformers", "peft", "accelerate", "gguf", "mlflow", "numpy", "pandas", "pyarrow")
 TAG_GATE, TAG_GATE_DETAIL, TAG_GATE_SPLIT = "gate", "gate_detail", "gate_split"
 TAG_PROMOTED_FROM = "promoted_from"
+TAG_DIGEST = "checkpoint_digest"
 
 
 class RegistryError(Exception):
@@ -192,6 +194,28 @@ def _tmp_parquet(settings: Settings, frame: pd.DataFrame) -> Iterator[Path]:
         path = Path(tmp) / "catalogue.parquet"
         frame.to_parquet(path, index=False)
         yield path
+
+
+def checkpoint_digest(checkpoint: Path) -> str:
+    """Fingerprint of a checkpoint's files (adapter weights, config, centring vector)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.suffix != ".md"):
+        digest.update(path.relative_to(checkpoint).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def version_with_tag(settings: Settings, key: str, value: str) -> str | None:
+    """The newest version whose tag ``key`` equals ``value``, or None."""
+    client = connect(settings)
+    found = client.search_model_versions(f"name = '{settings.registry_model_name}' and tag.{key} = '{value}'")
+    return str(max(int(mv.version) for mv in found)) if found else None
+
+
+def tag_version(settings: Settings, version: str, tags: dict[str, str]) -> None:
+    client = connect(settings)
+    for key, value in tags.items():
+        client.set_model_version_tag(settings.registry_model_name, version, key, value)
 
 
 def tag_metrics(settings: Settings, version: str, metrics: dict[str, float]) -> None:

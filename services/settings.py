@@ -65,6 +65,20 @@ class Settings(BaseSettings):
     index_keep_collections: int = Field(
         default=2, ge=0, description="Previous item collections kept for rollback; older ones are deleted."
     )
+    recommend_top_k: int = Field(default=10, ge=1, le=200, description="Items per user in a recommendation run.")
+    recommend_chunk_users: int = Field(
+        default=64, ge=1, description="Users scored and written per chunk; a killed run resumes after the last chunk."
+    )
+    rationale_max_degenerate_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="A run whose share of degenerate rationales (one repeated 3-gram covering a third of the "
+        "words) is above this is not published.",
+    )
+    rationale_fluency_users: int = Field(
+        default=32, ge=0, description="Users per chunk whose rationale fluency (backbone log-likelihood) is measured."
+    )
 
     ingest_max_bad_fraction: float = Field(
         default=0.05, ge=0, le=1, description="Refuse a whole ingest batch when more of its rows than this are bad."
@@ -90,6 +104,21 @@ class Settings(BaseSettings):
         default="postgresql://postgres@127.0.0.1:5432/test",
         description="PostgreSQL of the production Feast world (user, password, host, port, database).",
     )
+    recstore_url: str | None = Field(
+        default=None, description="Recommendations database (production: postgresql+psycopg://…); None = SQLite."
+    )
+    recstore_reader_url: str | None = Field(
+        default=None,
+        description="Database of the read API: a role that may read the tables, or a replica; None = the writer's.",
+    )
+    recstore_reader_role: str = Field(
+        default="r2ec_reader",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL login role the migration creates for downstream apps: SELECT on the view only.",
+    )
+    api_token: SecretStr | None = Field(
+        default=None, description="Bearer token every /v1 route of the read API asks for; None = open."
+    )
 
     @property
     def show_progress(self) -> bool:
@@ -113,6 +142,11 @@ class Settings(BaseSettings):
     def mlflow_uri(self) -> str:
         """Tracking and registry store: the configured server, else SQLite under the state folder."""
         return self.mlflow_tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def recstore_uri(self) -> str:
+        """Recommendations store: the configured database, else SQLite under the state folder."""
+        return self.recstore_url or f"sqlite:///{self.root / 'recs.db'}"
 
 
 def load_settings(**overrides: object) -> Settings:

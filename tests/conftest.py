@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import shutil
+import socket
 from pathlib import Path
 
 import pytest
 
 from r2ec.data.samples import PreparedData, prepare
 from r2ec.data.synthetic import generate_synthetic
+
+SERVERS = {"postgres": ("127.0.0.1", 5432), "redis": ("127.0.0.1", 6379)}
+
+
+@functools.cache
+def _unavailable(marker: str) -> str | None:
+    """Why what a marker needs (a server, or Chromium for ``browser``) is missing; None when it is there."""
+    if marker == "browser":
+        found = Path("/usr/bin/chromium").exists() and shutil.which("chromedriver")
+        return None if found else "chromium or chromedriver is not installed (`make system-deps` as root)"
+    host, port = SERVERS[marker]
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError as error:
+        return f"{marker} server at {host}:{port} is unreachable ({error})"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test whose server or browser is missing skips with the reason; in CI (``CI`` set) it fails instead."""
+    for marker in (*SERVERS, "browser"):
+        if item.get_closest_marker(marker) and (reason := _unavailable(marker)):
+            if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+                pytest.fail(f"{reason}; CI is set, so the test cannot be skipped", pytrace=False)
+            pytest.skip(reason)
 
 
 @pytest.fixture

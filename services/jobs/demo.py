@@ -12,7 +12,7 @@ from services.settings import Settings
 def run(settings: Settings, echo: Callable[[str], None] = print) -> None:
     """Prepare the default dataset, then fit and evaluate every baseline."""
     echo("== data")
-    echo(format_result(prepare_data.run(settings)))
+    echo(format_result(prepare_data.run(settings, "demo")))
     for model in evaluate.BASELINES:
         echo(f"== {model}")
-        echo(format_result(evaluate.run(settings, model)))
+        echo(format_result(evaluate.run(settings, f"demo-{model}", model)))

@@ -61,6 +61,7 @@ def build_r2ec(settings: Settings, data: PreparedData, checkpoint: Path | None) 
 
 def run(
     settings: Settings,
+    run_id: str,
     model: str,
     dataset: str | None = None,
     split: str = "test",
@@ -104,6 +105,7 @@ def run(
         recommender, samples, batch_size=settings.inference_batch_size, progress=settings.show_progress, overall=overall
     )
     return {
+        "run_id": run_id,
         "model": model,
         "subset": None if max_samples is None else f"{max_samples} seeded samples + all cold-start ones",
         "dataset": data.name,

@@ -26,7 +26,9 @@ def latest_sample(splits: list[Samples], user_id: str) -> Samples:
     return best
 
 
-def run(settings: Settings, checkpoint: Path, user_id: str, dataset: str | None = None, k: int = 10) -> dict[str, Any]:
+def run(
+    settings: Settings, run_id: str, checkpoint: Path, user_id: str, dataset: str | None = None, k: int = 10
+) -> dict[str, Any]:
     data = load_prepared(settings, dataset)
     sample = latest_sample([data.train, data.valid, data.test], user_id)
     recommender = R2ecRecommender.load(checkpoint, settings.root / "cache")
@@ -35,6 +37,7 @@ def run(settings: Settings, checkpoint: Path, user_id: str, dataset: str | None 
     titles = data.items["title"].to_numpy()
     history = sample.history[0][sample.history[0] != PAD]
     return {
+        "run_id": run_id,
         "user_id": user_id,
         "history": [str(t) for t in titles[history]],
         "reasoning": readout.rationales[0],

@@ -11,15 +11,22 @@ from services.lake import read_clean_log
 from services.settings import Settings
 
 
-def apply(settings: Settings, dataset: str | None = None) -> dict[str, Any]:
+def apply(settings: Settings, run_id: str, dataset: str | None = None) -> dict[str, Any]:
     """Rewrite the source tables from the clean lake and the catalogue, then apply the definitions."""
     _, items = read_dataset(settings, dataset)
     summary = features.apply(settings, read_clean_log(settings, dataset), items)
-    return {"dataset": dataset or settings.dataset, **summary}
+    return {"run_id": run_id, "dataset": dataset or settings.dataset, **summary}
 
 
-def materialize(settings: Settings, dataset: str | None = None, end: datetime | None = None) -> dict[str, Any]:
+def materialize(
+    settings: Settings, run_id: str, dataset: str | None = None, end: datetime | None = None
+) -> dict[str, Any]:
     """Refresh the source tables from the lake, then load feature rows up to ``end`` into the online store."""
     _, items = read_dataset(settings, dataset)
     rows = features.write_sources(settings, read_clean_log(settings, dataset), items)
-    return {"dataset": dataset or settings.dataset, "rows": rows, **features.materialize(settings, end)}
+    return {
+        "run_id": run_id,
+        "dataset": dataset or settings.dataset,
+        "rows": rows,
+        **features.materialize(settings, end),
+    }

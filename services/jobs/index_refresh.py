@@ -13,7 +13,9 @@ from services.datastore import read_dataset
 from services.settings import Settings
 
 
-def run(settings: Settings, model_version: str | None = None, dataset: str | None = None) -> dict[str, Any]:
+def run(
+    settings: Settings, run_id: str, model_version: str | None = None, dataset: str | None = None
+) -> dict[str, Any]:
     """Resolve the version (default: champion) once, then build, verify and publish its item collection.
 
     Idempotent: when ``items`` already serves this version, template and catalogue, nothing is encoded.
@@ -31,7 +33,13 @@ def run(settings: Settings, model_version: str | None = None, dataset: str | Non
     try:
         live = vectors.find_live(client, wanted)
         if live is not None:
-            return {"model_version": wanted.model_version, "collection": live, "changed": False, "encoded": 0}
+            return {
+                "run_id": run_id,
+                "model_version": wanted.model_version,
+                "collection": live,
+                "changed": False,
+                "encoded": 0,
+            }
         table, encode_s = _encode(settings, version, items)
         result = vectors.publish(
             client, table, items, wanted, settings.index_batch_size, settings.index_keep_collections
@@ -39,6 +47,7 @@ def run(settings: Settings, model_version: str | None = None, dataset: str | Non
     finally:
         client.close()
     return {
+        "run_id": run_id,
         "model_version": wanted.model_version,
         "template_version": wanted.template_version,
         **result,

@@ -12,7 +12,9 @@ from services.settings import Settings
 from services.validation import Outcome, Policy, batch_id, read_log, validate
 
 
-def run(settings: Settings, path: Path, dataset: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+def run(
+    settings: Settings, run_id: str, path: Path, dataset: str | None = None, now: datetime | None = None
+) -> dict[str, Any]:
     """Validate ``path``; land it when the bad-row fraction is within the threshold. Returns the summary.
 
     ``accepted`` is False when the batch was refused; then nothing was written and ``message`` says why.
@@ -30,6 +32,7 @@ def run(settings: Settings, path: Path, dataset: str | None = None, now: datetim
         outcome = without_landed_rows(settings, outcome, batch, name)
         landed = land(settings, outcome.clean, outcome.quarantine, batch, name)
     return {
+        "run_id": run_id,
         "dataset": name,
         "path": str(path),
         "batch": batch,

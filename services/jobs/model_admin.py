@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,33 @@ def train_and_register(
         )
         result = register(settings, Path(summary["checkpoint"]), data)
     return {"run_id": run_id, "mlflow_run_id": mlflow_run, **result, "train_wall_s": summary["wall_s"]}
+
+
+def register_shipped(
+    settings: Settings, run_id: str, model_dir: Path, dataset: str | None = None, promote: bool = False
+) -> dict[str, Any]:
+    """Register a shipped checkpoint (``models/<name>/``) as a version, with the metrics its card recorded.
+
+    No training and no scoring: the version is tagged with the checkpoint's own metrics and ``gate=shipped``.
+    Idempotent: a checkpoint whose adapter is already registered (same digest) is not registered again.
+    ``promote`` moves ``champion`` to it.
+    """
+    if not (model_dir / "r2ec.json").is_file():
+        raise ValueError(f"{model_dir} is not an r2ec checkpoint (no r2ec.json)")
+    digest = registry.checkpoint_digest(model_dir)
+    version = registry.version_with_tag(settings, registry.TAG_DIGEST, digest)
+    if version is None:
+        interactions, items = read_dataset(settings, dataset)
+        with registry.training_run(settings, dataset or settings.dataset, interactions, run_name=run_id):
+            version = registry.register_checkpoint(settings, model_dir, items)
+        recorded = json.loads((model_dir / "r2ec.json").read_text()).get("metrics", {})
+        registry.tag_metrics(settings, version, {k: v for k, v in recorded.items() if isinstance(v, int | float)})
+        registry.tag_version(
+            settings,
+            version,
+            {registry.TAG_DIGEST: digest, registry.TAG_GATE: "shipped", registry.TAG_GATE_DETAIL: f"from {model_dir}"},
+        )
+    result = {"model": settings.registry_model_name, "version": version, "checkpoint": str(model_dir)}
+    if promote:
+        result["champion"] = registry.promote(settings, version)["champion"]
+    return result

@@ -10,7 +10,7 @@ from services.datastore import write_dataset
 from services.settings import Settings
 
 
-def run(settings: Settings, dataset: str | None = None, **sources: Any) -> dict[str, Any]:
+def run(settings: Settings, run_id: str, dataset: str | None = None, **sources: Any) -> dict[str, Any]:
     """Write ``var/data/<dataset>/{interactions,items}.parquet``; return counts of the log and the split.
 
     ``sources`` are the loader's options, e.g. ``reviews=`` and ``meta=`` file paths for ``amazon``.
@@ -20,6 +20,7 @@ def run(settings: Settings, dataset: str | None = None, **sources: Any) -> dict[
     write_dataset(settings, name, interactions, items)
     data = prepare(name, interactions, items, settings.max_history)
     return {
+        "run_id": run_id,
         "dataset": name,
         "path": str(settings.data_dir(name)),
         "users": int(interactions["user_id"].nunique()),

@@ -58,9 +58,9 @@ def build_world(settings: Settings, folder: Path) -> pd.DataFrame:
     )
     path = folder / "log.csv"
     random_log(np.random.default_rng(7)).to_csv(path, index=False)
-    assert ingest.run(settings, path, now=NOW)["rows_clean"] == 600
+    assert ingest.run(settings, "ingest", path, now=NOW)["rows_clean"] == 600
     features.apply(settings, read_clean_log(settings), items)
-    feature_jobs.materialize(settings, end=NOW)
+    feature_jobs.materialize(settings, "materialize", end=NOW)
     return read_clean_log(settings)
 
 
@@ -180,7 +180,7 @@ def test_item_texts_and_incremental_materialize(
         {"user_id": ["u1"], "item_id": ["i29"], "event_time": [NOW + timedelta(hours=1)], "rating": [5]}
     )
     later.to_csv(tmp_path / "later.csv", index=False)
-    assert ingest.run(settings, tmp_path / "later.csv", now=NOW + timedelta(days=1))["rows_clean"] == 1
+    assert ingest.run(settings, "ingest", tmp_path / "later.csv", now=NOW + timedelta(days=1))["rows_clean"] == 1
     assert main(["--home", str(settings.root), "features", "materialize"]) == 0
     summary = capsys.readouterr().out
     assert '"incremental": [' in summary and '"first_load": []' in summary

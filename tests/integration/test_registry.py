@@ -172,8 +172,8 @@ def test_index_refresh_serves_the_versions_item_vectors_and_is_idempotent(home, 
 
     settings = settings_for(home)
     version = register(settings, checkpoints[2], data)["version"]
-    first = index_refresh.run(settings, model_version=version)
-    second = index_refresh.run(settings, model_version=version)
+    first = index_refresh.run(settings, 'refresh', model_version=version)
+    second = index_refresh.run(settings, 'refresh', model_version=version)
     assert first["changed"] and first["encoded"] == len(data.items)
     assert not second["changed"] and second["collection"] == first["collection"]
 

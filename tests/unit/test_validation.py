@@ -76,7 +76,7 @@ def write(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def test_each_bad_row_is_quarantined_with_its_reasons(settings: Settings, tmp_path: Path) -> None:
-    summary = ingest.run(settings, write(log_frame(), tmp_path / "log.csv"), now=NOW)
+    summary = ingest.run(settings, "ingest", write(log_frame(), tmp_path / "log.csv"), now=NOW)
 
     assert summary["accepted"] is True
     assert summary["rows_in"] == 16
@@ -105,15 +105,17 @@ def test_each_bad_row_is_quarantined_with_its_reasons(settings: Settings, tmp_pa
 
 def test_reingest_lands_nothing_new(settings: Settings, tmp_path: Path) -> None:
     path = write(log_frame(), tmp_path / "log.csv")
-    first = ingest.run(settings, path, now=NOW)
-    again = ingest.run(settings, path, now=NOW)
+    first = ingest.run(settings, "ingest", path, now=NOW)
+    again = ingest.run(settings, "ingest", path, now=NOW)
     assert again["already_ingested"] is True
     assert {k: v for k, v in again.items() if k != "already_ingested"} == {
         k: v for k, v in first.items() if k != "already_ingested"
     }
     assert len(read_clean_log(settings)) == 4
 
-    copy = ingest.run(settings, write(log_frame(), tmp_path / "copy.parquet"), now=NOW)  # other bytes, same rows
+    copy = ingest.run(
+        settings, "ingest", write(log_frame(), tmp_path / "copy.parquet"), now=NOW
+    )  # other bytes, same rows
     assert copy["batch"] != first["batch"]
     assert copy["rows_clean"] == 0 and copy["duplicates_dropped"] == 1 + 4
     assert len(read_clean_log(settings)) == 4
@@ -121,10 +123,10 @@ def test_reingest_lands_nothing_new(settings: Settings, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
 def test_formats_agree_with_csv(settings: Settings, tmp_path: Path, suffix: str) -> None:
-    csv = ingest.run(settings, write(log_frame(), tmp_path / "log.csv"), dataset=None, now=NOW)
+    csv = ingest.run(settings, "ingest", write(log_frame(), tmp_path / "log.csv"), dataset=None, now=NOW)
     other_settings = load_settings(home=tmp_path / "other", ingest_max_bad_fraction=1.0, text_max_chars=20)
     write_dataset(other_settings, other_settings.dataset, *_catalogue_of(settings))
-    other = ingest.run(other_settings, write(log_frame(), tmp_path / f"log{suffix}"), now=NOW)
+    other = ingest.run(other_settings, "ingest", write(log_frame(), tmp_path / f"log{suffix}"), now=NOW)
     keys = ("rows_in", "rows_clean", "rows_quarantined", "duplicates_dropped", "reasons")
     assert {k: other[k] for k in keys} == {k: csv[k] for k in keys}
     columns = ["user_id", "item_id", "event_time", "rating", "source_row"]
