@@ -206,6 +206,8 @@ def cmd_features(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import OperationalError
+
     from services import registry
     from services.jobs import recommend
 
@@ -213,12 +215,15 @@ def cmd_recommend(settings: Settings, args: argparse.Namespace) -> int:
     as_of = args.as_of
     try:
         if args.publish:
-            summary = recommend.publish(settings, run_id, args.users, as_of, args.dataset)
+            summary = recommend.publish(settings, run_id, args.users, args.dataset)
         else:
             summary = recommend.run(settings, run_id, args.users, args.shard, args.top_k, as_of, args.dataset)
     except registry.RegistryError as error:
         hint = "register a model and promote it (`r2ec model register models/<name> --promote`)"
         raise UsageError(f"{error}: {hint}") from None
+    except OperationalError as error:
+        reason = str(error.orig or error).strip().splitlines()[0]
+        raise UsageError(f"cannot reach the recommendations database (R2EC_RECSTORE_URL): {reason}") from None
     except recommend.RunRefused as error:
         print(f"r2ec: {error}", file=sys.stderr)
         return EXIT_REFUSED

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import resource
 import tempfile
@@ -59,6 +60,8 @@ def pip_requirements() -> list[str]:
 
 def connect(settings: Settings) -> MlflowClient:
     """Point MLflow (fluent API and client) at the configured store; create the experiment if needed."""
+    if not settings.show_progress:  # artifact download bars would fill task logs and error output
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     mlflow.set_tracking_uri(settings.mlflow_uri)
     mlflow.set_registry_uri(settings.mlflow_uri)
     client = MlflowClient(settings.mlflow_uri, settings.mlflow_uri)

@@ -100,9 +100,9 @@ def run(
     _, items = read_dataset(settings, dataset)
     if items.empty:
         raise ValueError("the catalogue is empty: nothing to recommend")
-    clean = read_clean_log(settings, dataset)
-    clean = clean[clean["event_time"] < pd.Timestamp(as_of)]
-    selected = select_users(users, clean["user_id"].astype(str).unique())
+    log_all = read_clean_log(settings, dataset)
+    selected = select_users(users, log_all["user_id"].astype(str).unique())
+    clean = log_all[log_all["event_time"] < pd.Timestamp(as_of)]
     mine = [u for u in selected if shard_of(u, n_shards) == shard_index]
 
     store = RecStore.from_settings(settings)
@@ -145,7 +145,7 @@ def run(
     }
     summary["users_per_s"] = round(scored["users_scored"] / max(scored["scoring_s"], 1e-9), 3)
     if shard is None:
-        summary["published"] = publish(settings, run_id, users, as_of, dataset, timing=summary)
+        summary["published"] = publish(settings, run_id, users, dataset, timing=summary)
     return summary
 
 
@@ -294,7 +294,6 @@ def publish(
     settings: Settings,
     run_id: str,
     users: str = "all",
-    as_of: datetime | None = None,
     dataset: str | None = None,
     timing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -312,10 +311,7 @@ def publish(
         raise ValueError(f"no recommendation run {run_id!r} to publish")
     if run_row["status"] in ("published", "superseded"):
         return run_row
-    as_of = as_of or pd.Timestamp(run_row["feature_snapshot"]).to_pydatetime()
-    clean = read_clean_log(settings, dataset)
-    clean = clean[clean["event_time"] < pd.Timestamp(as_of)]
-    expected = set(select_users(users, clean["user_id"].astype(str).unique()))
+    expected = set(select_users(users, read_clean_log(settings, dataset)["user_id"].astype(str).unique()))
     problems = store.check_run(run_id, expected)
     catalogue = Catalogue(read_dataset(settings, dataset)[1])
     scored = [u for u in store.run_users(run_id) if u["status"] == "scored"]
