@@ -19,11 +19,17 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
-# Chromium and its driver for the explorer's browser test (Debian packages); without root the test skips.
+# Debian packages the tests use, installed only when missing: Chromium and its driver (the explorer's browser
+# test) and docker-compose 1.29 (validates docker-compose.yml; no engine needed). Without root, the tests that
+# need them skip.
 system-deps:
-	@if [ -x /usr/bin/chromium ] && command -v chromedriver >/dev/null; then :; \
-	elif [ "$$(id -u)" != 0 ]; then echo "system-deps: not root, chromium not installed (browser tests skip)"; \
-	else apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; fi
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" != 0 ]; then echo "system-deps: not root, not installing$$missing (their tests skip)"; \
+	else apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
 
 demo: install
 	$(VENV)/bin/r2ec demo

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         "words) is above this is not published.",
     )
     rationale_fluency_users: int = Field(
-        default=32, ge=0, description="Users per chunk whose rationale fluency (backbone log-likelihood) is measured."
+        default=8, ge=0, description="Users per chunk whose rationale fluency (backbone log-likelihood) is measured."
     )
 
     ingest_max_bad_fraction: float = Field(
@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     rating_max: float = Field(default=5.0, description="Highest rating of the scale.")
     id_max_chars: int = Field(default=128, ge=1, description="User and item ids longer than this are rejected.")
     text_max_chars: int = Field(default=2000, ge=1, description="Free-text log fields are cut to this length.")
+    inbox_dir: Path | None = Field(
+        default=None,
+        description="Where interaction-log files are dropped, one folder per dataset (the daily DAG ingests "
+        "<inbox_dir>/<dataset>/*YYYY-MM-DD*.{csv,parquet,jsonl}); None = <state>/inbox.",
+    )
     feast_world: Literal["embedded", "production"] = Field(
         default="embedded",
         description="embedded: duckdb offline, SQLite online and registry under <state>/feast; "
@@ -137,6 +142,11 @@ class Settings(BaseSettings):
     def lake_dir(self, dataset: str | None = None) -> Path:
         """Where validated interaction logs land: clean partitions by day, quarantine, batch manifests."""
         return self.root / "lake" / (dataset or self.dataset)
+
+    def inbox(self, dataset: str | None = None) -> Path:
+        """Where the daily ``interactions_validate`` DAG looks for a dataset's log files."""
+        base = self.inbox_dir.expanduser().resolve() if self.inbox_dir else self.root / "inbox"
+        return base / (dataset or self.dataset)
 
     @property
     def mlflow_uri(self) -> str:

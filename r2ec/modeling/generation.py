@@ -49,6 +49,7 @@ class Rollouts:
     rationales: list[str]
     stopped: list[bool]  # the row wrote ``<answer>`` itself before the token cap (else the marker was appended)
     vectors: torch.Tensor | None = None  # (N, d) float32 raw user vectors, when generation was asked to read them
+    layer_states: list[torch.Tensor] | None = None  # per row (T_row, d): input of layer ``keep_layer``, real tokens
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase ("generation", "vectors")
 
     def sequences(self) -> list[list[int]]:
@@ -83,9 +84,16 @@ def _finish(generated: list[int], tokenizer: PreTrainedTokenizerBase, answer_ids
 
 @torch.no_grad()
 def states_after_generation(
-    model: nn.Module, cache: Cache, prompt_mask: torch.Tensor, n_generated: int, finished: list[tuple[list[int], int]]
-) -> torch.Tensor:
+    model: nn.Module,
+    cache: Cache,
+    prompt_mask: torch.Tensor,
+    n_generated: int,
+    finished: list[tuple[list[int], int]],
+    keep_layer: int | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
     """(N, d) float32 final-norm hidden state after each finished row's last token, read on the generation's cache.
+
+    With ``keep_layer``, also each row's states entering that layer at the fed tail positions (``tails`` below).
 
     Args:
         cache: what ``generate`` left: the left-padded prompts (``prompt_mask``, (N, P)) and the first
@@ -112,15 +120,20 @@ def states_after_generation(
     device = prompt_mask.device
     start = prompt_mask.sum(dim=1, keepdim=True) + torch.tensor(reused, device=device)[:, None]
     decoder, _ = decoder_and_head(model)
-    states = decoder(
+    out = decoder(
         input_ids=tail_ids.to(device),
         attention_mask=torch.cat([prompt_mask, generated_mask.to(device), tail_mask.to(device)], dim=1),
         position_ids=start + torch.arange(width, device=device),
         cache=cache,
         use_cache=True,
-    ).last_hidden_state
+        output_hidden_states=keep_layer is not None,
+    )
     last = torch.tensor([len(t) - 1 for t in tails], device=device)
-    return states[torch.arange(n_rows, device=device), last].float()
+    final = out.last_hidden_state[torch.arange(n_rows, device=device), last].float()
+    if keep_layer is None:
+        return final, None
+    kept = out.hidden_states[keep_layer]
+    return final, [kept[row, : len(tail)] for row, tail in enumerate(tails)]
 
 
 @torch.no_grad()
@@ -131,16 +144,21 @@ def generate_rollouts(
     settings: GenerationSettings,
     num_return_sequences: int = 1,
     read_vectors: bool = False,
+    keep_layer: int | None = None,
 ) -> Rollouts:
     """Reason for every prompt (``num_return_sequences`` rollouts each, consecutive rows per prompt).
 
     ``read_vectors`` also returns each row's raw user vector, read on the KV cache (no second forward).
+    ``keep_layer`` also returns, per row, the hidden states entering that layer at every real token of
+    prompt + reasoning + ``<answer>``: another set of upper layers (a ranking adapter) can then read the row
+    without running the lower layers again (``Rollouts.layer_states``).
     """
     started = time.perf_counter()
     answer_ids = tokenizer(ANSWER, add_special_tokens=False).input_ids
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     finished: dict[int, list[tuple[list[int], int]]] = {}
     vectors: dict[int, torch.Tensor] = {}
+    layer_states: dict[int, list[torch.Tensor]] = {}
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
     for start in range(0, len(order), settings.batch_size):
@@ -158,18 +176,25 @@ def generate_rollouts(
             pad_token_id=tokenizer.pad_token_id,
             use_cache=True,
             return_dict_in_generate=True,
+            output_hidden_states=keep_layer is not None,
             **sampling,
         )
         generated = out.sequences[:, ids.shape[1] :].tolist()
         chunk_rows = [_finish(row, tokenizer, answer_ids) for row in generated]
-        if read_vectors:
+        if read_vectors or keep_layer is not None:
             prompt_mask = mask.to(device).repeat_interleave(num_return_sequences, dim=0)
-            states = states_after_generation(model, out.cache, prompt_mask, len(generated[0]), chunk_rows)
+            states, tails = states_after_generation(
+                model, out.cache, prompt_mask, len(generated[0]), chunk_rows, keep_layer
+            )
+        if keep_layer is not None:
+            rows_states = _layer_states(out.hidden_states, keep_layer, prompt_mask, chunk_rows, tails)
         for j, prompt_index in enumerate(chunk):
             rows = slice(j * num_return_sequences, (j + 1) * num_return_sequences)
             finished[prompt_index] = chunk_rows[rows]
             if read_vectors:
                 vectors[prompt_index] = states[rows].cpu()
+            if keep_layer is not None:
+                layer_states[prompt_index] = rows_states[rows]
     model.train(was_training)
 
     sequences, completion_spans, rationales, stopped = [], [], [], []
@@ -186,5 +211,27 @@ def generate_rollouts(
     for row, (n_tokens, n_generated) in enumerate(completion_spans):
         completion_mask[row, width - n_tokens : width - n_tokens + n_generated] = 1
     stacked = torch.cat([vectors[i] for i in range(len(prompts))]) if read_vectors else None
+    kept = [state for i in range(len(prompts)) for state in layer_states[i]] if keep_layer is not None else None
     seconds = {"generation": time.perf_counter() - started}
-    return Rollouts(input_ids, attention_mask, completion_mask, rationales, stopped, stacked, seconds)
+    return Rollouts(input_ids, attention_mask, completion_mask, rationales, stopped, stacked, kept, seconds)
+
+
+def _layer_states(
+    hidden: tuple[tuple[torch.Tensor, ...], ...],
+    layer: int,
+    prompt_mask: torch.Tensor,
+    finished: list[tuple[list[int], int]],
+    tails: list[torch.Tensor],
+) -> list[torch.Tensor]:
+    """Per row, states entering ``layer`` for prompt + generated tokens fed during generation + the fed tail.
+
+    ``hidden`` is ``generate``'s per-step tuple: step 0 covers the prompt, step t >= 1 the token generated at
+    t - 1. A row's first ``max(n_generated - 1, 0)`` generated tokens come from there; the rest (its last token
+    and an appended marker) were fed after generation, as ``states_after_generation`` did.
+    """
+    out = []
+    for row, ((_, n_generated), tail) in enumerate(zip(finished, tails, strict=True)):
+        prompt = hidden[0][layer][row, prompt_mask.shape[1] - int(prompt_mask[row].sum()) :]
+        fed = [hidden[step][layer][row] for step in range(1, max(n_generated - 1, 0) + 1)]
+        out.append(torch.cat([prompt, *fed, tail]).cpu())
+    return out

@@ -53,8 +53,7 @@ class FrozenLayerCache:
         """The split is the first layer with LoRA adapters (0 when every layer has them): what lies below is frozen."""
         self.recommender = recommender
         self.rows = rows
-        top = recommender.config.lora.top_layers
-        self.split = max(n_layers(recommender.model) - top, 0) if top else 0
+        self.split = recommender.frozen_layers
         self.states: dict[int, torch.Tensor] = {}
 
     def _fill(self, index: Sequence[int], batch_size: int = 32) -> None:

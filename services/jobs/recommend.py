@@ -185,7 +185,7 @@ def _score(
 
     done = store.done_users(plan.run_id)
     todo = [u for u in users if u not in done]
-    seconds = dict.fromkeys(("features", "generation", "vectors", "retrieval", "writing"), 0.0)
+    seconds = dict.fromkeys(("features", "generation", "vectors", "fluency", "retrieval", "writing"), 0.0)
     counts = {"users_scored": 0, "users_skipped": 0, "users_resumed": len(users) - len(todo)}
     if not todo:
         return {**counts, "scoring_s": 0.0, "time_split_s": seconds}
@@ -193,15 +193,17 @@ def _score(
     with registry.checkpoint_of(settings, plan.version) as checkpoint:
         recommender = R2ecRecommender.load(checkpoint, settings.root / "cache", settings.dtype)
     recommender.use_catalogue(catalogue.items)
+    generation = replace(recommender.config.generation, batch_size=settings.inference_batch_size)
+    recommender.config = replace(recommender.config, generation=generation)
     scoring_started = time.perf_counter()
+    histories = features.scoring_features(settings, todo, plan.as_of).set_index("user_id", drop=False)
+    seconds["features"] = time.perf_counter() - scoring_started
     client = vectors.connect(settings)
     try:
         with Progress(len(todo), f"recommend {plan.run_id}", log, settings.show_progress, unit="users") as progress:
             for start in range(0, len(todo), settings.recommend_chunk_users):
                 chunk = todo[start : start + settings.recommend_chunk_users]
-                tick = time.perf_counter()
-                frame = features.scoring_features(settings, chunk, plan.as_of)
-                seconds["features"] += time.perf_counter() - tick
+                frame = histories.loc[chunk].reset_index(drop=True)
                 results = _score_chunk(settings, recommender, client, plan, catalogue, frame, seen, seconds)
                 tick = time.perf_counter()
                 store.write_users(plan.run_id, plan.shard_index, [results[u] for u in chunk], datetime.now(UTC))
@@ -253,7 +255,9 @@ def _score_chunk(
     fluency = np.full(len(rows), np.nan)
     n_fluent = min(settings.rationale_fluency_users, len(rows)) if recommender.config.reasoning else 0
     if n_fluent:
+        tick = time.perf_counter()
         fluency[:n_fluent] = recommender.backbone_log_likelihood(_head(readout.rollouts, n_fluent))
+        seconds["fluency"] += time.perf_counter() - tick
     tick = time.perf_counter()
     exclude = [seen[u] for u in rows["user_id"]]
     ids, scores = vectors.top_k(client, plan.collection, readout.vectors, exclude, plan.top_k, settings.qdrant_exact)

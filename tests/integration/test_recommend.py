@@ -62,7 +62,7 @@ def test_a_run_publishes_k_unseen_items_and_a_rationale_per_user(world: Settings
     assert all(stored[user] == text for user, text in zip(table["user_id"], table["rationale"], strict=True))
     quality = summary["published"]["rationale_quality"]
     assert quality["n"] == summary["users_scored"] and 0 <= quality["degenerate_share"] <= 1
-    assert set(summary["time_split_s"]) == {"features", "generation", "vectors", "retrieval", "writing"}
+    assert set(summary["time_split_s"]) == {"features", "generation", "vectors", "fluency", "retrieval", "writing"}
 
 
 def test_the_same_run_id_again_changes_nothing(world: Settings) -> None:

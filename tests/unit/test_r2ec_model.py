@@ -137,7 +137,7 @@ def test_cache_read_ignores_what_a_row_generated_after_it_stopped(tiny_cache) ->
     generated = out.sequences[:, ids.shape[1] :].tolist()
     # as if row 0 ended without the marker after 2 tokens, row 1 stopped at a marker after 4, row 2 ran out of budget
     finished = [(generated[0][:2] + answer, 2), (generated[1][:4], 4), (generated[2] + answer, n_new)]
-    from_cache = states_after_generation(recommender.model, out.cache, mask, n_new, finished)
+    from_cache, _ = states_after_generation(recommender.model, out.cache, mask, n_new, finished)
     two_pass = recommender.raw_vectors([p + tokens for p, (tokens, _) in zip(prompts, finished, strict=True)])
     assert torch.allclose(from_cache, two_pass, atol=1e-4), (from_cache - two_pass).abs().max()
 
