@@ -176,7 +176,7 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from services.jobs import demo
 
-    demo.run(settings, echo=print)
+    demo.run(settings, args.run_id or new_run_id("demo"), args.users, echo=print)
     return 0
 
 
@@ -366,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(handler=cmd_features)
 
     demo = sub.add_parser("demo", help="the main job end to end on embedded defaults")
+    demo.add_argument("--users", default="100", help="users to recommend for: a number, 'all' or a file")
+    demo.add_argument("--run-id", help="name of the nightly run (default: demo-<UTC time>)")
     demo.set_defaults(handler=cmd_demo)
 
     rec = sub.add_parser("recommend", help="score users with the champion and publish their lists and rationales")

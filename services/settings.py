@@ -162,3 +162,18 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Build the settings; keyword overrides win over the environment (used by the CLI and tests)."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def settings_table() -> str:
+    """Every setting as a Markdown table (variable, default, meaning): the README's copy is generated from this."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "" if default is None else str(default.value if hasattr(default, "value") else default)
+        meaning = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `R2EC_{name.upper()}` | {f'`{shown}`' if shown else '(none)'} | {meaning} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

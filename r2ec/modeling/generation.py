@@ -11,6 +11,7 @@ the generation's KV cache reads it (``read_vectors``): method.md §6.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -145,6 +146,7 @@ def generate_rollouts(
     num_return_sequences: int = 1,
     read_vectors: bool = False,
     keep_layer: int | None = None,
+    share_prefix: bool = True,
 ) -> Rollouts:
     """Reason for every prompt (``num_return_sequences`` rollouts each, consecutive rows per prompt).
 
@@ -152,6 +154,8 @@ def generate_rollouts(
     ``keep_layer`` also returns, per row, the hidden states entering that layer at every real token of
     prompt + reasoning + ``<answer>``: another set of upper layers (a ranking adapter) can then read the row
     without running the lower layers again (``Rollouts.layer_states``).
+    ``share_prefix``: the prompts' common beginning (system turn and instructions, ~67 of ~180 tokens of a
+    compact ML-100k prompt) is run once and its KV cache reused by every batch (greedy: the same tokens).
     """
     started = time.perf_counter()
     answer_ids = tokenizer(ANSWER, add_special_tokens=False).input_ids
@@ -161,9 +165,19 @@ def generate_rollouts(
     layer_states: dict[int, list[torch.Tensor]] = {}
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
+    n_shared = shared_prefix_length(prompts) if share_prefix and num_return_sequences == 1 else 0
+    prefix = _encode_prefix(model, prompts[0][:n_shared], keep_layer) if n_shared >= MIN_SHARED_PREFIX else None
+    n_shared = n_shared if prefix is not None else 0
     for start in range(0, len(order), settings.batch_size):
         chunk = order[start : start + settings.batch_size]
-        ids, mask = left_pad([prompts[i] for i in chunk], tokenizer.pad_token_id)
+        step0_ids, step0_mask = left_pad([prompts[i][n_shared:] for i in chunk], tokenizer.pad_token_id)
+        ids, mask, reuse = step0_ids, step0_mask, {}
+        if prefix is not None:
+            ids = torch.cat([torch.tensor(prompts[0][:n_shared]).expand(len(chunk), -1), step0_ids], dim=1)
+            mask = torch.cat([torch.ones((len(chunk), n_shared), dtype=torch.long), step0_mask], dim=1)
+            cache = copy.deepcopy(prefix.cache)
+            cache.batch_repeat_interleave(len(chunk))
+            reuse = {"past_key_values": cache}
         sampling = {"temperature": settings.temperature, "top_k": settings.top_k} if settings.do_sample else {}
         out = model.generate(
             input_ids=ids.to(device),
@@ -177,6 +191,7 @@ def generate_rollouts(
             use_cache=True,
             return_dict_in_generate=True,
             output_hidden_states=keep_layer is not None,
+            **reuse,
             **sampling,
         )
         generated = out.sequences[:, ids.shape[1] :].tolist()
@@ -187,7 +202,8 @@ def generate_rollouts(
                 model, out.cache, prompt_mask, len(generated[0]), chunk_rows, keep_layer
             )
         if keep_layer is not None:
-            rows_states = _layer_states(out.hidden_states, keep_layer, prompt_mask, chunk_rows, tails)
+            shared = prefix.states if prefix is not None else None
+            rows_states = _layer_states(out.hidden_states, keep_layer, step0_mask, shared, chunk_rows, tails)
         for j, prompt_index in enumerate(chunk):
             rows = slice(j * num_return_sequences, (j + 1) * num_return_sequences)
             finished[prompt_index] = chunk_rows[rows]
@@ -219,19 +235,50 @@ def generate_rollouts(
 def _layer_states(
     hidden: tuple[tuple[torch.Tensor, ...], ...],
     layer: int,
-    prompt_mask: torch.Tensor,
+    step0_mask: torch.Tensor,
+    shared: torch.Tensor | None,
     finished: list[tuple[list[int], int]],
     tails: list[torch.Tensor],
 ) -> list[torch.Tensor]:
     """Per row, states entering ``layer`` for prompt + generated tokens fed during generation + the fed tail.
 
-    ``hidden`` is ``generate``'s per-step tuple: step 0 covers the prompt, step t >= 1 the token generated at
-    t - 1. A row's first ``max(n_generated - 1, 0)`` generated tokens come from there; the rest (its last token
-    and an appended marker) were fed after generation, as ``states_after_generation`` did.
+    ``hidden`` is ``generate``'s per-step tuple: step 0 covers the prompt positions it computed (``step0_mask``;
+    a shared prefix, computed once, has its states in ``shared``), step t >= 1 the token generated at t - 1. A
+    row's first ``max(n_generated - 1, 0)`` generated tokens come from there; the rest (its last token and an
+    appended marker) were fed after generation, as ``states_after_generation`` did.
     """
     out = []
     for row, ((_, n_generated), tail) in enumerate(zip(finished, tails, strict=True)):
-        prompt = hidden[0][layer][row, prompt_mask.shape[1] - int(prompt_mask[row].sum()) :]
+        prompt = hidden[0][layer][row, step0_mask.shape[1] - int(step0_mask[row].sum()) :]
         fed = [hidden[step][layer][row] for step in range(1, max(n_generated - 1, 0) + 1)]
-        out.append(torch.cat([prompt, *fed, tail]).cpu())
+        parts = [prompt, *fed, tail] if shared is None else [shared.to(prompt.device), prompt, *fed, tail]
+        out.append(torch.cat(parts).cpu())
     return out
+
+
+MIN_SHARED_PREFIX = 16  # shorter common beginnings are not worth a cache copy per batch
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the prompts' common beginning, leaving every prompt at least one token of its own."""
+    shortest = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for i in range(max(shortest, 0)):
+        if any(p[i] != first[i] for p in prompts):
+            return i
+    return max(shortest, 0)
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    cache: Cache  # KV cache of the shared prefix, batch 1
+    states: torch.Tensor | None  # (P, d) states entering ``keep_layer``, when asked
+
+
+@torch.no_grad()
+def _encode_prefix(model: nn.Module, ids: Sequence[int], keep_layer: int | None) -> _Prefix:
+    device = next(model.parameters()).device
+    out = model(
+        input_ids=torch.tensor([list(ids)], device=device), use_cache=True, output_hidden_states=keep_layer is not None
+    )
+    return _Prefix(out.past_key_values, out.hidden_states[keep_layer][0] if keep_layer is not None else None)

@@ -142,8 +142,10 @@ def retrain(
         return {"run_id": run_id, "version": done, **_gate_of(version), "already_done": True}
     if phases not in PHASES:
         raise Refused(f"phases must be one of {', '.join(PHASES)}, not {phases!r}")
-    chosen = get_recipe(recipe or HEADLINE).only(phases.split(",")).with_budget(
-        max_minutes=max_minutes, max_steps=max_steps, eval_samples=eval_samples
+    chosen = (
+        get_recipe(recipe or HEADLINE)
+        .only(phases.split(","))
+        .with_budget(max_minutes=max_minutes, max_steps=max_steps, eval_samples=eval_samples)
     )
     try:
         parent = registry.resolve(settings, base)

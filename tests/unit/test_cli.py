@@ -81,3 +81,12 @@ def test_evaluate_offers_every_model_the_evaluate_job_builds() -> None:
     """The parser keeps its own list (so that ``r2ec --help`` does not import torch); it must not fall behind."""
     for model in MODELS:
         assert build_parser().parse_args(["evaluate", "--model", model]).model == model
+
+
+def test_the_readmes_settings_table_is_generated_from_the_settings() -> None:
+    """The README's settings table is ``settings_table()`` verbatim, so it cannot drift from the code."""
+    from services.settings import settings_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start, end = "<!-- settings:start -->\n", "<!-- settings:end -->"
+    assert readme[readme.index(start) + len(start) : readme.index(end)].strip() == settings_table()

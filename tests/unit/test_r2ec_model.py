@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from r2ec.inference import read_users
-from r2ec.modeling.generation import GenerationSettings, generate_rollouts, left_pad, states_after_generation
+from r2ec.modeling.generation import (
+    MIN_SHARED_PREFIX,
+    GenerationSettings,
+    generate_rollouts,
+    left_pad,
+    shared_prefix_length,
+    states_after_generation,
+)
 from r2ec.modeling.prompts import ANSWER, PromptSettings, clean_text, format_elapsed, item_turn, user_turn
 from r2ec.modeling.recommender import R2ecConfig, R2ecRecommender
 from r2ec.modeling.vectors import embed, final_norm, last_hidden, last_token_index, run_layers
@@ -233,3 +240,20 @@ def test_backbone_log_likelihood_scores_only_reasoning_tokens(tiny_cache, synthe
     # the same text scored by a different (perturbed) adapter-free model changes nothing: adapters are off
     perturb_lora(served, scale=2.0)
     np.testing.assert_allclose(served.backbone_log_likelihood(readout.rollouts), fluency, atol=1e-5)
+
+
+def test_sharing_the_prompts_common_prefix_changes_no_token_and_no_vector(tiny_cache, synthetic_data) -> None:
+    recommender = tiny_recommender(tiny_cache, reasoning=True)
+    perturb_lora(recommender)
+    prompts = recommender.user_prompt_ids(synthetic_data.test.take(slice(0, 5)), synthetic_data.items)
+    assert shared_prefix_length(prompts) >= MIN_SHARED_PREFIX  # the system turn and the instructions
+    settings = GenerationSettings(max_new_tokens=5, batch_size=2)
+    model, tokenizer, split = recommender.model, recommender.tokenizer, recommender.frozen_layers
+    shared = generate_rollouts(model, tokenizer, prompts, settings, read_vectors=True, keep_layer=split)
+    alone = generate_rollouts(
+        model, tokenizer, prompts, settings, read_vectors=True, keep_layer=split, share_prefix=False
+    )
+    assert shared.sequences() == alone.sequences() and shared.rationales == alone.rationales
+    assert torch.allclose(shared.vectors, alone.vectors, atol=1e-4)
+    for with_prefix, without in zip(shared.layer_states, alone.layer_states, strict=True):
+        assert with_prefix.shape == without.shape and torch.allclose(with_prefix, without, atol=1e-4)
