@@ -62,6 +62,23 @@ def naive_loop(settings: Settings, users: list[str], k: int) -> float:
     return seconds
 
 
+def examples(settings: Settings, run_id: str, users: list[str]) -> list[str]:
+    """A few users of the run as a person reads them: history tail, rationale, top 5."""
+    from services.recstore import RecStore
+
+    store, lines = RecStore.from_settings(settings), []
+    rows = {row["user_id"]: row for row in store.run_users(run_id)}
+    for user in users:
+        row = rows[user]
+        top = store.user_recommendations(user)["items"][:5] if store.current_run()["run_id"] == run_id else []
+        history = "; ".join(h["title"] for h in row["history"][-3:])
+        lines.append(
+            f'user {user} (history ends: {history}): rationale "{row["rationale"]}"; top 5: '
+            + "; ".join(i["title"] for i in top)
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=128)
@@ -95,8 +112,10 @@ def main() -> None:
         "reasoning tokens (cap)": 32,
         "rationale quality": job["published"]["rationale_quality"],
         "peak RSS (MB)": round(peak_rss_mb(), 1),
+        "job summary": {k: v for k, v in job.items() if k not in ("published",)},
     }
     notes = [
+        *examples(settings, run_id, chosen[:5]),
         "Target (issue 24): at least 3 users/s on 2 cores and at least 3x the naive loop; goal 6 users/s.",
         "job = scoring only (model load, index check and the Feast client start excluded; the Feast read of all "
         "users is included, under 'features'); naive = its loop only, same exclusions.",

@@ -112,7 +112,13 @@ def cmd_model(settings: Settings, args: argparse.Namespace) -> int:
             tag = registry.metric_key(f"valid_{settings.gate_metric}")
             print(format_versions(rows, tag) if rows else "no registered versions")
         elif args.model_command == "promote":
-            _print_json_or_table(registry.promote(settings, args.version), None)
+            from services.jobs import pipeline
+
+            try:
+                _print_json_or_table(pipeline.promote(settings, new_run_id("promote"), args.version, args.force), None)
+            except pipeline.Refused as error:
+                print(f"r2ec: {error}", file=sys.stderr)
+                return EXIT_REFUSED
         elif args.model_command == "register":
             from services.jobs import model_admin
 
@@ -328,8 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     model = sub.add_parser("model", help="the MLflow model registry (aliases champion / challenger)")
     model = model.add_subparsers(dest="model_command", required=True)
     model.add_parser("list", help="versions, aliases and gate results").set_defaults(handler=cmd_model)
-    promote = model.add_parser("promote", help="move alias champion to VERSION")
+    promote = model.add_parser("promote", help="move alias champion to VERSION (refused if its gate failed)")
     promote.add_argument("version")
+    promote.add_argument("--force", action="store_true", help="promote a version whose gate failed")
     promote.set_defaults(handler=cmd_model)
     model.add_parser("rollback", help="move champion back to the version it replaced").set_defaults(handler=cmd_model)
     shipped = model.add_parser("register", help="register a shipped checkpoint (models/<name>) as a version")

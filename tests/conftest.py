@@ -6,7 +6,9 @@ import functools
 import os
 import shutil
 import socket
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -18,10 +20,15 @@ SERVERS = {"postgres": ("127.0.0.1", 5432), "redis": ("127.0.0.1", 6379)}
 
 @functools.cache
 def _unavailable(marker: str) -> str | None:
-    """Why what a marker needs (a server, or Chromium for ``browser``) is missing; None when it is there."""
+    """Why what a marker needs (a server, Chromium for ``browser``, Airflow and its metadata database for
+    ``airflow``) is missing; None when it is there."""
     if marker == "browser":
         found = Path("/usr/bin/chromium").exists() and shutil.which("chromedriver")
         return None if found else "chromium or chromedriver is not installed (`make system-deps` as root)"
+    if marker == "airflow":
+        if not Path(sys.executable).with_name("airflow").exists():
+            return "the airflow command is not in this environment (`make install`)"
+        marker = "postgres"  # Airflow's metadata database
     host, port = SERVERS[marker]
     try:
         socket.create_connection((host, port), timeout=2).close()
@@ -33,11 +40,16 @@ def _unavailable(marker: str) -> str | None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """A test whose server or browser is missing skips with the reason; in CI (``CI`` set) it fails instead."""
-    for marker in (*SERVERS, "browser"):
+    for marker in (*SERVERS, "browser", "airflow"):
         if item.get_closest_marker(marker) and (reason := _unavailable(marker)):
-            if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-                pytest.fail(f"{reason}; CI is set, so the test cannot be skipped", pytrace=False)
-            pytest.skip(reason)
+            unavailable(reason)
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test whose service is missing or could not be started, with the reason; fail instead in CI."""
+    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+        pytest.fail(f"{reason}; CI is set, so the test cannot be skipped", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture

@@ -91,6 +91,8 @@ def run(
     Raises ``RegistryError`` (no champion), ``ValueError`` (bad selection or catalogue) and :class:`RunRefused`.
     """
     started = time.perf_counter()
+    if shard is not None and as_of is None:
+        raise ValueError("a sharded run needs an explicit as-of time (--as-of), the same for every shard")
     as_of = as_of or datetime.now(UTC)
     k = top_k or settings.recommend_top_k
     n_shards, shard_index = shard[1] if shard else 1, shard[0] if shard else 0

@@ -99,6 +99,8 @@ def test_a_killed_run_leaves_the_published_one_and_resumes_without_duplicates(wo
 
 
 def test_shards_cover_every_user_once_and_publish_together(world: Settings) -> None:
+    with pytest.raises(ValueError, match="as-of"):
+        recommend.run(world, "sharded", "30", shard=(0, 3), top_k=K)
     for index in range(3):
         summary = recommend.run(world, "sharded", "30", shard=(index, 3), top_k=K, as_of=AS_OF)
         assert "published" not in summary
