@@ -1,7 +1,7 @@
 """A serving policy that guarantees new items a place in every top-K list.
 
 A model trained on past choices learns that items nobody chose yet are unlikely, so items released after its
-training window sit low for everyone (``benchmarks/results/cold_start.md``: R²ec's trained checkpoints put the
+training window sit low for everyone (``studies/results/cold_start.md``: R²ec's trained checkpoints put the
 cold-start targets at a median rank of 438-638 of 1,682, yet first among the 66 new items 6 times in 148, against
 ~2 by chance). Production recommenders handle this with a fixed exploration budget: a few places in each list go to
 the best new items. Which new items fill them is the model's call, so a text-based item tower that ranks new items
@@ -49,7 +49,7 @@ def new_items(data: PreparedData, max_age_years: int | None = None) -> np.ndarra
     With ``max_age_years``, only those released at most that many calendar years before the year of the training
     window's last target: new *releases*. Why: on ML-100k 31 of the 66 never-chosen items are back-catalogue
     films (1930s to 1996) that nobody picks, while 114 of the 148 cold-start test targets are 1998 releases
-    (``benchmarks/results/cold_ceiling.md``); a slot spent on an old film nobody wanted is exploration wasted.
+    (``studies/results/cold_ceiling.md``); a slot spent on an old film nobody wanted is exploration wasted.
     An item with an unknown year is not counted as a new release.
     """
     never_chosen = data.train_target_counts() == 0

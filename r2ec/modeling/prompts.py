@@ -45,8 +45,8 @@ class PromptSettings:
     history_items: int = 20  # most recent items shown (<= the samples' history length)
     show_time: bool = True  # "3d 4.0h ago:" prefix per line
     show_rating: bool = True  # "(4)" suffix per line
-    show_year: bool = True  # "Year:" line of item prompts (hidden in the cold-start ablation, year_ablation.md)
-    show_date: bool = False  # "Today is <date>." in user prompts (a clock; did not lift new releases: date_ablation.md)
+    show_year: bool = True  # "Year:" line of item prompts
+    show_date: bool = False  # "Today is <date>." in user prompts (a clock for the model)
     max_title_chars: int = 80
     max_description_words: int = 100
 

@@ -24,15 +24,15 @@ class TrainConfig:
         recency_half_life_days: draw each batch's samples with a weight that halves every this many days
             before the training window's last target (None: shuffled epochs, every sample alike). A CPU budget
             covers a fraction of an epoch; this spends it on the samples nearest the window the model will serve.
-            Measured on ML-100k (60 CPU-minutes, 14 days, ``recency_ablation.md``): test NDCG@10 0.0395 against
-            0.0300 with shuffled epochs; the cold-start slice still 0.
         new_release_weight: multiply the draw weight of each sample whose target came out in the sample's own
             calendar year or later (the catalogue's ``year``) by this; 1 leaves the draws alone. New releases
             take a growing share of choices over time (ML-100k: 0.4% of training targets are 1998 releases, 2.9%
             of the April 1998 test targets) and the cold-start slice is mostly made of them; the weight is meant
             to teach the text tower what a new release looks like instead of leaving it to the few late samples.
-            Measured on ML-100k (weight 5, a 25-minute continuation, ``new_release_ablation.md``): it does not;
-            one cold target in a top 10, and the cold targets' median rank 639 against 503.5 without it: leave it at 1.
+
+    What each switch measured on ML-100k (recency, new-release weight, item and negative gradients, negatives
+    from training targets) is in ``docs/decisions.md`` and ``studies/results/*_ablation.md``; the recipes of
+    ``r2ec.training.recipes`` set the values the product trains with.
 
     Parameters of RecPO (method.md §3):
         group_size: rollouts per user (G).
@@ -45,22 +45,17 @@ class TrainConfig:
     Parameters of the item loss:
         n_negatives: items drawn as extra candidates beyond the batch's targets, re-encoded with the current
             adapters. More negatives than the batch avoid the collapse of method.md §7.
-        negative_gradients: let the item loss push negatives away, not only pull targets in. Without it an item
-            that is seldom a target never moves down: a tiny model trained 200 steps on a popularity-only log
-            reached test NDCG@10 0.0214 without, 0.0414 with (from 0.0114), and could not overfit one batch
-            without it. Costs the backward of ``n_negatives`` short item prompts through the LoRA layers (~10%
-            of a real-model CPU step).
+        negative_gradients: let the item loss push negatives away, not only pull targets in (without it an item
+            that is seldom a target never moves down). Costs the backward of ``n_negatives`` short item prompts
+            through the LoRA layers.
         item_gradients: let the item loss train the item tower at all. Off, the candidates' vectors are read with
             the current adapters but without grad: the adapters learn only from the user side, so no item is
             rewarded for having been chosen in the training window (the suspected reason why items nobody chose
             there, the cold-start slice, sink below every chosen one); ``negative_gradients`` is then moot.
-            Measured on ML-100k (60 CPU-minutes, ``item_gradients_ablation.md``): test NDCG@10 0.0130 against
-            0.0300, and the cold targets rank lower, not higher (median 966 of 1,682 against 638): leave it on.
         popularity_negatives: draw negatives by training popularity (else uniformly).
         negatives_from_train_targets: draw negatives only among items that are a training target. An item nobody
             chose in the training window (often not released yet) is otherwise taught to be unwanted, and the
             logQ correction makes each such draw a strong push down; the cold-start slice is made of such items.
-            Measured on ML-100k (20 CPU-minutes): the cold slice still scored 0 (``negatives_ablation.md``).
         upcoming_targets: contrastive mode only: each user prompt is trained towards its target and the same
             user's next ``upcoming_targets - 1`` training targets, each a positive of its own softmax with the
             others masked out (a dense "all upcoming actions" loss, as in Pinterest's PinnerFormer). The user
