@@ -52,6 +52,7 @@ class Rollouts:
     vectors: torch.Tensor | None = None  # (N, d) float32 raw user vectors, when generation was asked to read them
     layer_states: list[torch.Tensor] | None = None  # per row (T_row, d): input of layer ``keep_layer``, real tokens
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase ("generation", "vectors")
+    mean_logprob: list[float] | None = None  # per row: mean log-probability of its reasoning tokens, as generated
 
     def sequences(self) -> list[list[int]]:
         """Each row's real tokens (prompt + reasoning + ``<answer>``), padding removed."""
@@ -154,6 +155,8 @@ def generate_rollouts(
     ``keep_layer`` also returns, per row, the hidden states entering that layer at every real token of
     prompt + reasoning + ``<answer>``: another set of upper layers (a ranking adapter) can then read the row
     without running the lower layers again (``Rollouts.layer_states``).
+    Greedy decoding also returns each row's mean token log-probability under the generating model
+    (``Rollouts.mean_logprob``): the fluency of text the untouched backbone wrote, at no extra forward.
     ``share_prefix``: the prompts' common beginning (system turn and instructions, ~67 of ~180 tokens of a
     compact ML-100k prompt) is run once and its KV cache reused by every batch (greedy: the same tokens).
     """
@@ -163,6 +166,7 @@ def generate_rollouts(
     finished: dict[int, list[tuple[list[int], int]]] = {}
     vectors: dict[int, torch.Tensor] = {}
     layer_states: dict[int, list[torch.Tensor]] = {}
+    logprobs: dict[int, list[float]] = {}
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
     n_shared = shared_prefix_length(prompts) if share_prefix and num_return_sequences == 1 else 0
@@ -177,7 +181,7 @@ def generate_rollouts(
             mask = torch.cat([torch.ones((len(chunk), n_shared), dtype=torch.long), step0_mask], dim=1)
             cache = copy.deepcopy(prefix.cache)
             cache.batch_repeat_interleave(len(chunk))
-            reuse = {"past_key_values": cache}
+            reuse = {"cache": cache}
         sampling = {"temperature": settings.temperature, "top_k": settings.top_k} if settings.do_sample else {}
         out = model.generate(
             input_ids=ids.to(device),
@@ -191,11 +195,14 @@ def generate_rollouts(
             use_cache=True,
             return_dict_in_generate=True,
             output_hidden_states=keep_layer is not None,
+            output_logits=not settings.do_sample,
             **reuse,
             **sampling,
         )
         generated = out.sequences[:, ids.shape[1] :].tolist()
         chunk_rows = [_finish(row, tokenizer, answer_ids) for row in generated]
+        if not settings.do_sample:
+            chunk_logprobs = _mean_logprobs(out.logits, out.sequences[:, ids.shape[1] :], chunk_rows)
         if read_vectors or keep_layer is not None:
             prompt_mask = mask.to(device).repeat_interleave(num_return_sequences, dim=0)
             states, tails = states_after_generation(
@@ -207,6 +214,8 @@ def generate_rollouts(
         for j, prompt_index in enumerate(chunk):
             rows = slice(j * num_return_sequences, (j + 1) * num_return_sequences)
             finished[prompt_index] = chunk_rows[rows]
+            if not settings.do_sample:
+                logprobs[prompt_index] = chunk_logprobs[rows]
             if read_vectors:
                 vectors[prompt_index] = states[rows].cpu()
             if keep_layer is not None:
@@ -229,7 +238,20 @@ def generate_rollouts(
     stacked = torch.cat([vectors[i] for i in range(len(prompts))]) if read_vectors else None
     kept = [state for i in range(len(prompts)) for state in layer_states[i]] if keep_layer is not None else None
     seconds = {"generation": time.perf_counter() - started}
-    return Rollouts(input_ids, attention_mask, completion_mask, rationales, stopped, stacked, kept, seconds)
+    means = [value for i in range(len(prompts)) for value in logprobs[i]] if not settings.do_sample else None
+    return Rollouts(input_ids, attention_mask, completion_mask, rationales, stopped, stacked, kept, seconds, means)
+
+
+def _mean_logprobs(
+    logits: tuple[torch.Tensor, ...], generated: torch.Tensor, finished: list[tuple[list[int], int]]
+) -> list[float]:
+    """Per row, the mean log-probability the generating model gave its own kept reasoning tokens (NaN for none).
+
+    Greedy decoding only: ``generate``'s raw logits then score exactly the tokens it chose.
+    """
+    steps = torch.stack(logits, dim=1).float()  # (B, T, vocab)
+    chosen = torch.log_softmax(steps, dim=-1).gather(2, generated[:, : steps.shape[1], None])[..., 0]
+    return [float(chosen[row, :n].mean()) if n else float("nan") for row, (_, n) in enumerate(finished)]
 
 
 def _layer_states(

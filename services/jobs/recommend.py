@@ -256,7 +256,9 @@ def _score_chunk(
         seconds[phase] += value
     fluency = np.full(len(rows), np.nan)
     n_fluent = min(settings.rationale_fluency_users, len(rows)) if recommender.config.reasoning else 0
-    if n_fluent:
+    if recommender.config.reasoning_writer == "backbone" and readout.rollouts.mean_logprob is not None:
+        fluency = np.asarray(readout.rollouts.mean_logprob)  # the backbone wrote it: its own likelihood, for free
+    elif n_fluent:
         tick = time.perf_counter()
         fluency[:n_fluent] = recommender.backbone_log_likelihood(_head(readout.rollouts, n_fluent))
         seconds["fluency"] += time.perf_counter() - tick

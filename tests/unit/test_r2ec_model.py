@@ -237,6 +237,8 @@ def test_backbone_log_likelihood_scores_only_reasoning_tokens(tiny_cache, synthe
     readout = read_users(served, synthetic_data.test.take(slice(0, 3)))
     fluency = served.backbone_log_likelihood(readout.rollouts)
     assert fluency.shape == (3,) and np.all(fluency < 0) and np.all(np.isfinite(fluency))
+    # greedy generation by the backbone scored its own tokens on the way: the same figure without a forward
+    np.testing.assert_allclose(readout.rollouts.mean_logprob, fluency, atol=1e-4)
     # the same text scored by a different (perturbed) adapter-free model changes nothing: adapters are off
     perturb_lora(served, scale=2.0)
     np.testing.assert_allclose(served.backbone_log_likelihood(readout.rollouts), fluency, atol=1e-5)
