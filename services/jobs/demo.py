@@ -1,5 +1,8 @@
 """Job behind ``make demo``: the service's night end to end on embedded defaults (no servers to start).
 
+ML-100k ends in April 1998, so the night is run as of the day after its last event (histories older than the
+Feast view's ttl would be served as none today).
+
 Steps, each idempotent (a second ``make demo`` reuses what the first built): prepare ML-100k, land its log in
 the lake (validated), apply the Feast definitions, register the shipped model and make it ``champion``, build the
 item index, publish nightly recommendations with rationales, score the baselines; then print a few users' lists
@@ -13,11 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from services.datastore import read_dataset
 from services.formatting import format_result
 from services.jobs import evaluate, index_refresh, ingest, model_admin, prepare_data, recommend
 from services.jobs import features as feature_jobs
-from services.lake import clean_dir
+from services.lake import clean_dir, read_clean_log
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,13 +53,15 @@ def run(settings: Settings, run_id: str, users: str = "100", echo: Callable[[str
     world = prepare_world(settings, run_id)
     model, index = world["model"], world["index"]
     echo(f"champion: v{model['version']} ({model['checkpoint']}); item index {index['collection']}")
-    echo(f"== nightly recommendations for {users} users (run {run_id})")
-    summary = recommend.run(settings, run_id, users, dataset=DEMO_DATASET)
+    as_of = (read_clean_log(settings, DEMO_DATASET)["event_time"].max() + pd.Timedelta(days=1)).to_pydatetime()
+    echo(f"== nightly recommendations for {users} users as of {as_of:%Y-%m-%d} (run {run_id})")
+    summary = recommend.run(settings, run_id, users, as_of=as_of, dataset=DEMO_DATASET)
     echo(format_result(summary))
-    from services.recstore import RecStore
+    from services.recstore import SCORED, RecStore
 
     store = RecStore.from_settings(settings)
-    for user_id in store.list_users(limit=3):
+    scored = [u["user_id"] for u in store.run_users(run_id) if u["status"] == SCORED]
+    for user_id in scored[:3]:
         shown = store.user_recommendations(user_id)
         echo(f"\n-- user {user_id}: history ends with {', '.join(h['title'] for h in shown['history'][-3:])}")
         echo(f"   rationale: {shown['rationale']}")
@@ -68,6 +75,6 @@ def run(settings: Settings, run_id: str, users: str = "100", echo: Callable[[str
         "'SELECT user_id, rank, title, score FROM recommendations_current LIMIT 20'\n"
         "  API:      .venv/bin/r2ec serve   (then http://127.0.0.1:8000/ for the explorer, /docs for the API)\n"
         f"  MLflow:   .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_uri}\n"
-        "  Airflow:  see README.md, 'Running it under Airflow'"
+        "  Airflow:  README.md, section 'Production' (airflow standalone or airflow dags test)"
     )
     return summary

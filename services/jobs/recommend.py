@@ -162,6 +162,12 @@ class Catalogue:
         genres = items["genres"] if "genres" in items else pd.Series([""] * len(items))
         self.genres = genres.fillna("").astype(str).to_numpy()
 
+    def indices(self, item_ids: Sequence[str], keep_order: bool = False) -> list[int]:
+        """Catalogue indices of the ids still in the catalogue (an item removed since it was logged is skipped),
+        in the given order, or sorted and unique."""
+        found = [self.index[i] for i in item_ids if i in self.index]
+        return found if keep_order else sorted(set(found))
+
     def genres_of(self, indices: Sequence[int]) -> list[str]:
         """The distinct genres of these items (the catalogue separates them with ``|``)."""
         return sorted({genre for i in indices for genre in self.genres[i].split("|") if genre})
@@ -191,7 +197,7 @@ def _score(
     counts = {"users_scored": 0, "users_skipped": 0, "users_resumed": len(users) - len(todo)}
     if not todo:
         return {**counts, "scoring_s": 0.0, "time_split_s": seconds}
-    seen = clean.groupby(clean["user_id"].astype(str))["item_id"].agg(lambda s: sorted({catalogue.index[i] for i in s}))
+    seen = clean.groupby(clean["user_id"].astype(str))["item_id"].agg(catalogue.indices)
     with registry.checkpoint_of(settings, plan.version) as checkpoint:
         recommender = R2ecRecommender.load(checkpoint, settings.root / "cache", settings.dtype)
     recommender.use_catalogue(catalogue.items)
@@ -236,13 +242,14 @@ def _score_chunk(
     """One chunk of users' features -> reasoning, vectors, top-K (seen items excluded) -> one result per user."""
     from r2ec.inference import read_users, samples_from_histories
 
-    known = frame["history_length"].to_numpy() > 0
-    no_history = f"no interaction before {plan.as_of.isoformat()}"
+    all_histories = [catalogue.indices(ids, keep_order=True) for ids in frame["history_item_ids"]]
+    known = np.array([len(h) > 0 for h in all_histories], dtype=bool)
+    no_history = f"no history served as of {plan.as_of.isoformat()} (none before it within the features' ttl)"
     results = {u: UserResult(u, "no_history", [], "", [], detail=no_history) for u in frame["user_id"][~known]}
     if not known.any():
         return results
     rows = frame[known]
-    histories = [[catalogue.index[i] for i in ids] for ids in rows["history_item_ids"]]
+    histories = [h for h, ok in zip(all_histories, known, strict=True) if ok]
     samples = samples_from_histories(
         rows["user_id"].tolist(),
         histories,
@@ -327,7 +334,7 @@ def publish(
         [u["rationale"] for u in scored],
         [bool(u["stopped"]) for u in scored],
         [[h["title"] for h in u["history"]] for u in scored],
-        [catalogue.genres_of([catalogue.index[h["item_id"]] for h in u["history"]]) for u in scored],
+        [catalogue.genres_of(catalogue.indices([h["item_id"] for h in u["history"]])) for u in scored],
         [u["fluency"] for u in scored if u["fluency"] is not None] or None,
     )
     if quality.get("degenerate_share", 0.0) > settings.rationale_max_degenerate_share:

@@ -169,3 +169,20 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_published_run(
     assert code == EXIT_USAGE, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     pd.testing.assert_frame_equal(current_rows(world), published)
+
+
+def test_items_removed_from_the_catalogue_since_they_were_logged_are_skipped(world: Settings, tmp_path: Path) -> None:
+    """A history may name items the catalogue no longer has: they are left out of prompts and lists, no crash."""
+    home = tmp_path / "copy"
+    shutil.copytree(world.root, home)
+    items_file = home / "data" / "synthetic" / "items.parquet"
+    items = pd.read_parquet(items_file)
+    log = read_clean_log(world)
+    removed = set(log["item_id"].value_counts().index[:5])  # the most logged items: in many histories
+    items[~items["item_id"].isin(removed)].to_parquet(items_file, index=False)
+    settings = Settings(**{**world.model_dump(), "home": home})
+    summary = recommend.run(settings, "after-removal", "12", top_k=K, as_of=AS_OF)
+    assert summary["published"]["status"] == "published" and summary["users_scored"] == 12
+    users = RecStore.from_settings(settings).run_users("after-removal")
+    assert not removed & {h["item_id"] for u in users for h in u["history"]}
+    assert not removed & set(rows(settings, "after-removal")["item_id"])
