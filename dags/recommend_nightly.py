@@ -4,7 +4,8 @@
 Daily at 02:00 UTC, and on demand with the form (**users**: `all`, a number N for the first N users, or a file
 of user ids; **shards**: how many mapped tasks score the users, default 2).
 
-1. **plan** lists the shards (nothing heavy: no model, no registry call).
+1. **plan** makes sure the item index serves `champion` (a no-op unless a new version was promoted; done once
+   here so that parallel shards never build it twice) and lists the shards.
 2. **score** — one mapped task per shard (`.partial(...).expand(shard=...)`) — calls
    `services.jobs.recommend.run(settings, run_id, users, shard=(i, n), as_of=run_after)` with the **Airflow run
    id**: each resolves `champion` (refreshing the item index first when it serves another version, so a
@@ -60,11 +61,14 @@ RECOMMENDATIONS = Asset(name="r2ec_recommendations", uri="r2ec://recstore/recomm
 )
 def recommend_nightly() -> None:
     @task
-    def plan(params=None) -> list[list[int]]:
-        """The shards [[0, n], [1, n], ...], one mapped scoring task each."""
-        from services.jobs import pipeline
+    def plan(params=None, run_id=None) -> list[list[int]]:
+        """Make sure alias `items` serves the champion (once, before the shards, so they never race to build
+        it), then list the shards [[0, n], [1, n], ...], one mapped scoring task each."""
+        from services.jobs import index_refresh, pipeline
 
-        return pipeline.shards(params["shards"])
+        shards = pipeline.shards(params["shards"])
+        index_refresh.run(pipeline.load_settings(), run_id)
+        return shards
 
     @task(map_index_template="shard {{ shard_label }}")
     def score(shard: list[int], users: str, run_id=None, dag_run=None) -> dict:
