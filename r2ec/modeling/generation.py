@@ -148,6 +148,7 @@ def generate_rollouts(
     read_vectors: bool = False,
     keep_layer: int | None = None,
     share_prefix: bool = True,
+    score_tokens: bool = False,
 ) -> Rollouts:
     """Reason for every prompt (``num_return_sequences`` rollouts each, consecutive rows per prompt).
 
@@ -155,11 +156,14 @@ def generate_rollouts(
     ``keep_layer`` also returns, per row, the hidden states entering that layer at every real token of
     prompt + reasoning + ``<answer>``: another set of upper layers (a ranking adapter) can then read the row
     without running the lower layers again (``Rollouts.layer_states``).
-    Greedy decoding also returns each row's mean token log-probability under the generating model
-    (``Rollouts.mean_logprob``): the fluency of text the untouched backbone wrote, at no extra forward.
+    ``score_tokens`` (greedy decoding only) also returns each row's mean token log-probability under the
+    generating model (``Rollouts.mean_logprob``): the fluency of text the untouched backbone wrote, at no extra
+    forward.
     ``share_prefix``: the prompts' common beginning (system turn and instructions, ~67 of ~180 tokens of a
     compact ML-100k prompt) is run once and its KV cache reused by every batch (greedy: the same tokens).
     """
+    if score_tokens and settings.do_sample:
+        raise ValueError("score_tokens needs greedy decoding (sampling scores are not the model's own)")
     started = time.perf_counter()
     answer_ids = tokenizer(ANSWER, add_special_tokens=False).input_ids
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -195,13 +199,13 @@ def generate_rollouts(
             use_cache=True,
             return_dict_in_generate=True,
             output_hidden_states=keep_layer is not None,
-            output_logits=not settings.do_sample,
+            output_logits=score_tokens,
             **reuse,
             **sampling,
         )
         generated = out.sequences[:, ids.shape[1] :].tolist()
         chunk_rows = [_finish(row, tokenizer, answer_ids) for row in generated]
-        if not settings.do_sample:
+        if score_tokens:
             chunk_logprobs = _mean_logprobs(out.logits, out.sequences[:, ids.shape[1] :], chunk_rows)
         if read_vectors or keep_layer is not None:
             prompt_mask = mask.to(device).repeat_interleave(num_return_sequences, dim=0)
@@ -214,7 +218,7 @@ def generate_rollouts(
         for j, prompt_index in enumerate(chunk):
             rows = slice(j * num_return_sequences, (j + 1) * num_return_sequences)
             finished[prompt_index] = chunk_rows[rows]
-            if not settings.do_sample:
+            if score_tokens:
                 logprobs[prompt_index] = chunk_logprobs[rows]
             if read_vectors:
                 vectors[prompt_index] = states[rows].cpu()
@@ -238,7 +242,7 @@ def generate_rollouts(
     stacked = torch.cat([vectors[i] for i in range(len(prompts))]) if read_vectors else None
     kept = [state for i in range(len(prompts)) for state in layer_states[i]] if keep_layer is not None else None
     seconds = {"generation": time.perf_counter() - started}
-    means = [value for i in range(len(prompts)) for value in logprobs[i]] if not settings.do_sample else None
+    means = [value for i in range(len(prompts)) for value in logprobs[i]] if score_tokens else None
     return Rollouts(input_ids, attention_mask, completion_mask, rationales, stopped, stacked, kept, seconds, means)
 
 

@@ -37,7 +37,7 @@ from r2ec.modeling.backbone import (
 from r2ec.modeling.generation import GenerationSettings, Rollouts, generate_rollouts, left_pad
 from r2ec.modeling.prompts import TEMPLATE_VERSION, PromptSettings, item_messages, item_turn, user_messages, user_turn
 from r2ec.modeling.scoring import DEFAULT_TAU, cosine_scores, project
-from r2ec.modeling.vectors import at_last_token, final_norm, last_hidden, n_layers, positions_from_mask, run_layers
+from r2ec.modeling.vectors import last_hidden, last_hidden_from_layer, n_layers, positions_from_mask
 from r2ec.recommender import Recommender
 
 CONFIG_FILE = "r2ec.json"
@@ -270,7 +270,9 @@ class R2ecRecommender(Recommender):
             return generate_rollouts(self.model, self.tokenizer, prompts, settings, read_vectors=True)
         split = self.frozen_layers
         with self.model.disable_adapter():
-            rollouts = generate_rollouts(self.model, self.tokenizer, prompts, settings, keep_layer=split)
+            rollouts = generate_rollouts(
+                self.model, self.tokenizer, prompts, settings, keep_layer=split, score_tokens=not settings.do_sample
+            )
         started = time.perf_counter()
         vectors = self.vectors_from_layer_states(rollouts.layer_states, split, settings.batch_size)
         seconds = {**rollouts.seconds, "vectors": time.perf_counter() - started}
@@ -285,23 +287,16 @@ class R2ecRecommender(Recommender):
 
     @torch.no_grad()
     def vectors_from_layer_states(self, states: list[torch.Tensor], start: int, batch_size: int) -> torch.Tensor:
-        """(N, d) float32 raw vectors: each row's states entering layer ``start`` run through the layers above it
-        (adapters on), the final norm, and read at the last token. Rows are length-sorted and left-padded."""
+        """(N, d) float32 raw vectors from each row's states entering layer ``start`` (adapters on above it),
+        in length-sorted batches."""
         order = sorted(range(len(states)), key=lambda i: len(states[i]))
         out = torch.empty((len(states), self.dim), dtype=torch.float32)
         was_training = self.model.training
         self.model.eval()
         for begin in range(0, len(order), batch_size):
             chunk = order[begin : begin + batch_size]
-            width = max(len(states[i]) for i in chunk)
-            hidden = states[chunk[0]].new_zeros((len(chunk), width, states[chunk[0]].shape[-1]))
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):
-                hidden[row, width - len(states[i]) :] = states[i]
-                mask[row, width - len(states[i]) :] = 1
-            hidden, mask = hidden.to(self.device), mask.to(self.device)
-            top = run_layers(self.model, hidden, mask, start, n_layers(self.model))
-            out[chunk] = at_last_token(final_norm(self.model, top), mask).cpu()
+            rows = [states[i].to(self.device) for i in chunk]
+            out[chunk] = last_hidden_from_layer(self.model, rows, start).cpu()
         self.model.train(was_training)
         return out
 

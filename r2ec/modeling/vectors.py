@@ -6,6 +6,8 @@ shifts the rotary positions) and the last real token is found from the mask, nev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -73,6 +75,22 @@ def at_last_token(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.T
     """(B, d) float32 rows of (B, T, d) ``states`` at each row's last real token."""
     rows = torch.arange(states.shape[0], device=states.device)
     return states[rows, last_token_index(attention_mask)].float()
+
+
+def last_hidden_from_layer(model: nn.Module, states: Sequence[torch.Tensor], start: int) -> torch.Tensor:
+    """(k, d) float32 raw vectors of rows whose states entering layer ``start`` are known ((T_row, d) each).
+
+    The rows are left-padded, run through layers ``[start, n)`` and the final norm, and read at their last token:
+    what a full forward gives when the layers below ``start`` compute the same (frozen, or shared between roles).
+    """
+    width = max(len(row) for row in states)
+    hidden = states[0].new_zeros((len(states), width, states[0].shape[-1]))
+    mask = torch.zeros((len(states), width), dtype=torch.long, device=states[0].device)
+    for i, row in enumerate(states):
+        hidden[i, width - len(row) :] = row
+        mask[i, width - len(row) :] = 1
+    top = run_layers(model, hidden, mask, start, n_layers(model))
+    return at_last_token(final_norm(model, top), mask)
 
 
 def last_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -30,9 +30,8 @@ from r2ec.modeling.vectors import (
     at_last_token,
     decoder_and_head,
     embed,
-    final_norm,
     hidden_states,
-    n_layers,
+    last_hidden_from_layer,
     run_layers,
 )
 from r2ec.training.config import TrainConfig
@@ -71,16 +70,7 @@ class FrozenLayerCache:
     def last_hidden(self, index: Sequence[int]) -> torch.Tensor:
         """(k, d) float32 raw vectors of the cached prompts ``index``, through the upper layers (grad if enabled)."""
         self._fill(index)
-        model = self.recommender.model
-        width = max(len(self.states[i]) for i in index)
-        first = self.states[index[0]]
-        hidden = first.new_zeros((len(index), width, first.shape[-1]))
-        mask = torch.zeros((len(index), width), dtype=torch.long, device=first.device)
-        for row, i in enumerate(index):
-            hidden[row, width - len(self.states[i]) :] = self.states[i]
-            mask[row, width - len(self.states[i]) :] = 1
-        hidden = run_layers(model, hidden, mask, self.split, n_layers(model))
-        return at_last_token(final_norm(model, hidden), mask)
+        return last_hidden_from_layer(self.recommender.model, [self.states[i] for i in index], self.split)
 
     def all_last_hidden(self, batch_size: int = 64) -> torch.Tensor:
         """(n, d) float32 raw vectors of every cached prompt, no grad."""

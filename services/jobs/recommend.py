@@ -132,7 +132,8 @@ def run(
     )  # fmt: skip
     try:
         plan = RunPlan(run_id, version, index["collection"], shard_index, k, as_of)
-        scored = _score(settings, store, plan, Catalogue(items), clean, mine)
+        catalogue = Catalogue(items)
+        scored = _score(settings, store, plan, catalogue, clean, mine)
     except Exception as error:
         store.fail_run(run_id, f"shard {shard_index}/{n_shards}: {type(error).__name__}: {error}")
         raise
@@ -147,7 +148,7 @@ def run(
     }
     summary["users_per_s"] = round(scored["users_scored"] / max(scored["scoring_s"], 1e-9), 3)
     if shard is None:
-        summary["published"] = publish(settings, run_id, users, dataset, timing=summary)
+        summary["published"] = _publish(settings, store, run_id, set(selected), catalogue, summary)
     return summary
 
 
@@ -317,8 +318,6 @@ def publish(
     Raises :class:`RunRefused` (the run is marked failed, the published run stays) when a check fails or more
     rationales are degenerate than ``rationale_max_degenerate_share`` allows.
     """
-    from r2ec.evaluation.rationales import rationale_quality
-
     store = RecStore.from_settings(settings)
     store.upgrade()
     run_row = store.get_run(run_id)
@@ -327,8 +326,21 @@ def publish(
     if run_row["status"] in ("published", "superseded"):
         return run_row
     expected = set(select_users(users, read_clean_log(settings, dataset)["user_id"].astype(str).unique()))
+    return _publish(settings, store, run_id, expected, Catalogue(read_dataset(settings, dataset)[1]), timing)
+
+
+def _publish(
+    settings: Settings,
+    store: RecStore,
+    run_id: str,
+    expected: set[str],
+    catalogue: Catalogue,
+    timing: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Checks, rationale quality and the one-transaction publish of a written run (see :func:`publish`)."""
+    from r2ec.evaluation.rationales import rationale_quality
+
     problems = store.check_run(run_id, expected)
-    catalogue = Catalogue(read_dataset(settings, dataset)[1])
     scored = [u for u in store.run_users(run_id) if u["status"] == "scored"]
     quality = rationale_quality(
         [u["rationale"] for u in scored],
