@@ -75,6 +75,6 @@ def run(settings: Settings, run_id: str, users: str = "100", echo: Callable[[str
         "'SELECT user_id, rank, title, score FROM recommendations_current LIMIT 20'\n"
         "  API:      .venv/bin/r2ec serve   (then http://127.0.0.1:8000/ for the explorer, /docs for the API)\n"
         f"  MLflow:   .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_uri}\n"
-        "  Airflow:  README.md, section 'Production' (airflow standalone or airflow dags test)"
+        "  Airflow:  docs/operations.md (airflow standalone or airflow dags test)"
     )
     return summary
