@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -26,10 +27,14 @@ class UsageError(Exception):
 
 
 def _print_json_or_table(result: dict[str, Any], json_path: str | None) -> None:
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    """Print the result, then write it as JSON where asked: a failed write loses nothing already computed."""
     print(format_result(result))
+    if json_path:
+        try:
+            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+        except OSError as error:
+            raise UsageError(f"cannot write {json_path} ({error.strerror}); the result is printed above") from None
 
 
 def cmd_data_prepare(settings: Settings, args: argparse.Namespace) -> int:
@@ -240,6 +245,26 @@ def cmd_recommend(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    """An integer >= 1 (a count of samples, say)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return int(text)
+
+
+def check_state_folder(root: Path) -> None:
+    """The state folder must be a folder this process can write (created when absent)."""
+    where = f"state folder {root} (--home or R2EC_HOME)"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"{where} is not a folder: it, or a folder above it, is a file") from None
+    except OSError as error:
+        raise UsageError(f"{where} cannot be created: {error.strerror}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise UsageError(f"{where} is not writable by this user")
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``i/n`` -> (i, n) with 0 <= i < n."""
     index, _, count = text.partition("/")
@@ -289,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, choices=["popularity", "sasrec", "content", "r2ec"])
     ev.add_argument("--dataset", default=None)
     ev.add_argument("--checkpoint", type=Path, help="r2ec checkpoint folder (none = zero-shot backbone)")
-    ev.add_argument("--max-samples", type=int, help="seeded subset of the split, plus all cold-start samples")
+    ev.add_argument("--max-samples", type=positive_int, help="seeded subset of the split, plus all cold-start samples")
     ev.add_argument(
         "--popularity-prior",
         action="store_true",
@@ -324,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], help="override the weights dtype")
     tr.add_argument("--max-minutes", type=float, help="override every phase's time budget")
     tr.add_argument("--max-steps", type=int, help="override every phase's step budget")
-    tr.add_argument("--max-samples", type=int, help="override every phase's sample budget")
+    tr.add_argument("--max-samples", type=positive_int, help="override every phase's sample budget")
     tr.add_argument("--eval-every", type=int, help="override steps between validations")
     tr.add_argument("--eval-samples", type=int, help="override the validation subset size")
     tr.add_argument("--seed", type=int, help="override the recipe's seed")
@@ -407,8 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(home=args.home)
     handler: Handler = args.handler
     try:
+        check_state_folder(settings.root)
         return handler(settings, args)
-    except (UsageError, DatasetUnavailable, SchemaError, FileNotFoundError, ValueError) as error:
+    except (UsageError, DatasetUnavailable, SchemaError, OSError, ValueError) as error:
         print(f"r2ec: error: {error}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -21,7 +21,14 @@ def apply(settings: Settings, run_id: str, dataset: str | None = None) -> dict[s
 def materialize(
     settings: Settings, run_id: str, dataset: str | None = None, end: datetime | None = None
 ) -> dict[str, Any]:
-    """Refresh the source tables from the lake, then load feature rows up to ``end`` into the online store."""
+    """Refresh the source tables from the lake, then load feature rows up to ``end`` into the online store.
+
+    Refused before ``apply`` has registered the definitions: Feast would load nothing and say nothing."""
+    if not features.feature_store(settings).list_feature_views():
+        raise ValueError(
+            f"no Feast feature views are registered in project {settings.feast_project!r}: "
+            "run `r2ec features apply` before `r2ec features materialize`"
+        )
     _, items = read_dataset(settings, dataset)
     rows = features.write_sources(settings, read_clean_log(settings, dataset), items)
     return {

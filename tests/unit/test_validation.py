@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -14,15 +13,15 @@ from services.datastore import write_dataset
 from services.jobs import ingest
 from services.lake import clean_dir, read_clean_log
 from services.settings import Settings, load_settings
+from tests.unit.ingest_helpers import NOW, ingest_settings, write
 
-NOW = datetime(2024, 6, 1, tzinfo=UTC)
 LONG_ID = "u" * 200
 GOOD = [
-    # source_row 0..3: clean (row 3 has control characters in its id and review)
+    # source_row 0..3: clean (row 3 has control characters in its review)
     {"user_id": "u1", "item_id": "i1", "event_time": "2024-05-01T10:00:00Z", "rating": "4", "review": "fine"},
     {"user_id": "u1", "item_id": "i2", "event_time": "2024-05-02T10:00:00Z", "rating": "", "review": ""},
     {"user_id": "u2", "item_id": "i3", "event_time": "1714557600", "rating": "5.0", "review": "x" * 50},
-    {"user_id": "u\x073", "item_id": "i1", "event_time": "2024-05-03 08:00", "rating": "1", "review": "a\x1bb\u202ec"},
+    {"user_id": "u3", "item_id": "i1", "event_time": "2024-05-03 08:00", "rating": "1", "review": "a\x1bb\u202ec"},
 ]
 BAD = [  # (row, expected reasons); source_row = 4 + position
     ({"user_id": "", "item_id": "i1", "event_time": "2024-05-01T10:00:00Z", "rating": "3"}, ["user_id missing"]),
@@ -48,8 +47,12 @@ BAD = [  # (row, expected reasons); source_row = 4 + position
         {"user_id": "u4", "item_id": "nope", "event_time": "2024-05-01T10:00:00Z", "rating": "0"},
         ["item_id unknown", "rating out of scale"],
     ),
+    (
+        {"user_id": "u\x073", "item_id": "i1", "event_time": "2024-05-01T10:00:00Z", "rating": "3"},
+        ["user_id has control, invisible or surrounding space characters"],
+    ),
 ]
-DUPLICATE = GOOD[0]  # source_row 15: an exact copy of row 0
+DUPLICATE = GOOD[0]  # source_row 16: an exact copy of row 0
 
 
 def log_frame() -> pd.DataFrame:
@@ -59,28 +62,15 @@ def log_frame() -> pd.DataFrame:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    s = load_settings(home=tmp_path / "var", ingest_max_bad_fraction=1.0, text_max_chars=20, id_max_chars=64)
-    items = pd.DataFrame({"item_id": ["i1", "i2", "i3"], "title": ["A", "B", "C"]})
-    write_dataset(s, s.dataset, pd.DataFrame(columns=["user_id", "item_id", "event_time", "rating"]), items)
-    return s
-
-
-def write(frame: pd.DataFrame, path: Path) -> Path:
-    if path.suffix == ".csv":
-        frame.to_csv(path, index=False)
-    elif path.suffix == ".parquet":
-        frame.to_parquet(path, index=False)
-    else:
-        frame.to_json(path, orient="records", lines=True)
-    return path
+    return ingest_settings(tmp_path / "var", ["i1", "i2", "i3"], text_max_chars=20, id_max_chars=64)
 
 
 def test_each_bad_row_is_quarantined_with_its_reasons(settings: Settings, tmp_path: Path) -> None:
     summary = ingest.run(settings, "ingest", write(log_frame(), tmp_path / "log.csv"), now=NOW)
 
     assert summary["accepted"] is True
-    assert summary["rows_in"] == 16
-    assert (summary["rows_clean"], summary["rows_quarantined"], summary["duplicates_dropped"]) == (4, 11, 1)
+    assert summary["rows_in"] == 17
+    assert (summary["rows_clean"], summary["rows_quarantined"], summary["duplicates_dropped"]) == (4, 12, 1)
     assert summary["rows_in"] == summary["rows_clean"] + summary["rows_quarantined"] + summary["duplicates_dropped"]
     quarantine = pd.read_parquet(summary["quarantine_path"]).set_index("source_row")
     for position, (_, reasons) in enumerate(BAD):
@@ -94,8 +84,8 @@ def test_each_bad_row_is_quarantined_with_its_reasons(settings: Settings, tmp_pa
 
     clean = read_clean_log(settings)
     assert clean["source_row"].tolist() == [0, 1, 2, 3]
-    assert clean["user_id"].tolist() == ["u1", "u1", "u2", "u3"]  # control character stripped from the id
-    assert clean.loc[3, "review"] == "abc"
+    assert clean["user_id"].tolist() == ["u1", "u1", "u2", "u3"]
+    assert clean.loc[3, "review"] == "abc"  # control characters stripped from free text
     assert clean.loc[2, "review"] == "x" * 20  # free text capped at text_max_chars
     assert pd.isna(clean.loc[1, "rating"])  # a null rating is valid
     assert clean.loc[2, "event_time"] == pd.Timestamp("2024-05-01T10:00:00Z")  # epoch seconds parsed
@@ -107,10 +97,9 @@ def test_reingest_lands_nothing_new(settings: Settings, tmp_path: Path) -> None:
     path = write(log_frame(), tmp_path / "log.csv")
     first = ingest.run(settings, "ingest", path, now=NOW)
     again = ingest.run(settings, "ingest", path, now=NOW)
-    assert again["already_ingested"] is True
-    assert {k: v for k, v in again.items() if k != "already_ingested"} == {
-        k: v for k, v in first.items() if k != "already_ingested"
-    }
+    assert again["already_ingested"] is True and again["rows_landed"] == 0 and first["rows_landed"] == 4
+    changed = {"already_ingested", "rows_landed", "days", "message"}
+    assert {k: v for k, v in again.items() if k not in changed} == {k: v for k, v in first.items() if k not in changed}
     assert len(read_clean_log(settings)) == 4
 
     copy = ingest.run(
