@@ -16,7 +16,7 @@ import numpy as np
 
 from benchmarks.report import write_results
 from r2ec.data.datasets import load_dataset
-from r2ec.data.samples import build_samples
+from r2ec.data.samples import build_samples, catalogue_index
 from services import features
 from services.datastore import write_dataset
 from services.jobs import ingest
@@ -26,7 +26,7 @@ from services.settings import load_settings
 
 def main() -> None:
     interactions, items = load_dataset("ml-100k")
-    item_index = {item_id: i for i, item_id in enumerate(items["item_id"])}
+    item_index = catalogue_index(items)
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(home=Path(tmp) / "var", dataset="ml-100k")
         write_dataset(settings, "ml-100k", interactions, items)

@@ -6,11 +6,12 @@ Continues training from a registered version with the headline recipe (`smollm2-
 
 1. **train** (`services.jobs.pipeline.retrain`): resolves **base** (`champion` or a version number) once,
    fetches its checkpoint from MLflow (`services.registry.checkpoint_of`) and runs the recipe's **phases** on
-   it inside a tracked MLflow run (`services.jobs.model_admin.train_and_register`): params, curves, dataset,
-   wall time and peak memory. The checkpoint is registered as a new version with alias `challenger`, scored
-   on the seeded validation and test subsets, and gated against the champion on the same split (tags `gate`,
-   `gate_detail`, `trained_from`, `train_run_id`). A retried task finds the version its run registered and
-   does not train again.
+   it over every sample of the clean lake, read through Feast's `r2ec_training` feature service (each history
+   as of its target's time; refresh it with `features_materialize` first), inside a tracked MLflow run
+   (`services.jobs.model_admin.train_and_register`): params, curves, dataset, wall time and peak memory. The
+   checkpoint is registered as a new version with alias `challenger`, scored on the seeded validation and
+   test subsets, and gated against the champion on the same split (tags `gate`, `gate_detail`, `trained_from`,
+   `train_run_id`). A retried task finds the version its run registered and does not train again.
 2. **promote** (`services.jobs.pipeline.promote_trained`): only when **auto_promote** is on and the gate
    passed, moves `champion` and sends the asset event `r2ec://registry/champion` (then `items_reindex` runs);
    otherwise the task is skipped and the version waits for `model_promote` or the MLflow UI.

@@ -99,11 +99,12 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     if args.register:
         from services.jobs import model_admin
 
-        summary = model_admin.train_and_register(settings, run_id, recipe, **options)
+        summary = model_admin.train_and_register(settings, run_id, recipe, samples_from=args.samples_from, **options)
     else:
         from services.jobs import train
 
-        summary = train.run(settings, run_id, recipe, **options)
+        data = train.training_data(settings, args.dataset, args.samples_from)[0]
+        summary = train.run(settings, run_id, recipe, data=data, **options)
     _print_json_or_table(summary, None)
     return 0
 
@@ -342,6 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--list-recipes", action="store_true", help="print the named recipes and exit")
     tr.add_argument("--phases", help="run only these phases of the recipe, e.g. 'recpo' (with --init)")
     tr.add_argument("--dataset", default=None)
+    tr.add_argument(
+        "--samples-from",
+        choices=["prepared", "feast"],
+        default="prepared",
+        help="prepared: the dataset's tables in memory (benchmarks); feast: the lake's clean log through the "
+        "training feature service (what recpo_retrain uses)",
+    )
     tr.add_argument("--out", type=Path, help="output folder (default: <state>/runs/RUN_ID)")
     tr.add_argument("--run-id", help="name of the run (default: train-<UTC time>)")
     tr.add_argument("--init", type=Path, help="continue from this checkpoint: its adapter and its own model config")

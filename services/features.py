@@ -28,9 +28,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from r2ec.data.samples import Samples
+from r2ec.data.samples import PreparedData, Samples, catalogue_index, split_samples
 from r2ec.inference import samples_from_histories
-from services.lake import read_clean_log, strip_controls
+from services.lake import strip_controls
 from services.settings import Settings
 
 if TYPE_CHECKING:
@@ -316,12 +316,15 @@ def to_samples(frame: pd.DataFrame, item_index: dict[str, int], max_history: int
     return samples, frame["log_row"].to_numpy(dtype=np.int64)
 
 
-def training_samples(
-    settings: Settings, item_index: dict[str, int], log: pd.DataFrame | None = None
-) -> tuple[Samples, np.ndarray]:
-    """``build_samples`` through Feast: same samples, same order, same source rows (of the clean log)."""
-    log = read_clean_log(settings) if log is None else log
-    return to_samples(training_frame(settings, log), item_index, settings.max_history)
+def training_data(settings: Settings, name: str, log: pd.DataFrame, items: pd.DataFrame) -> PreparedData:
+    """Every sample of the clean ``log`` read through the training feature service, split in time.
+
+    The same samples, order and splits as ``r2ec.data.samples.prepare`` builds in memory from the same log
+    (tested), but each history is what Feast serves as of its target: what retraining learns from is what the
+    feature store holds, not a side copy of the log.
+    """
+    samples, source_row = to_samples(training_frame(settings, log), catalogue_index(items), settings.max_history)
+    return split_samples(name, items, samples, source_row)
 
 
 def scoring_features(settings: Settings, user_ids: list[str], run_time: datetime) -> pd.DataFrame:

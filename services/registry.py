@@ -33,6 +33,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from services.lake import clean_dir
 from services.settings import Settings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -102,17 +103,19 @@ def training_run(
     interactions: pd.DataFrame,
     feature_snapshot: str | None = None,
     run_name: str | None = None,
+    samples_from: str = "prepared",
 ) -> Iterator[str]:
-    """An MLflow run around one training: dataset input, feature snapshot, then wall time and peak memory.
+    """An MLflow run around one training: dataset input, where samples came from, then wall time and peak memory.
 
     Yields the run id; log into it with :class:`MlflowLogger` while it is open.
     """
     connect(settings)
     started = time.perf_counter()
     with mlflow.start_run(run_name=run_name) as run:
-        source = str(settings.data_dir(dataset) / "interactions.parquet")
+        source = str(clean_dir(settings, dataset) if samples_from == "feast" else settings.data_dir(dataset))
         mlflow.log_input(mlflow.data.from_pandas(interactions, source=source, name=dataset), context="training")
-        mlflow.set_tags({"dataset": dataset, "feature_snapshot": feature_snapshot or "none", "host": platform.node()})
+        tags = {"dataset": dataset, "samples_from": samples_from, "feature_snapshot": feature_snapshot or "none"}
+        mlflow.set_tags({**tags, "host": platform.node()})
         try:
             yield run.info.run_id
         finally:

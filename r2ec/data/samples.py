@@ -194,9 +194,18 @@ def temporal_split(
     return train, with_cold_flags(valid, train), with_cold_flags(test, train)
 
 
+def catalogue_index(items: pd.DataFrame) -> dict[str, int]:
+    """Item id -> catalogue index (its row in ``items``)."""
+    return {item_id: i for i, item_id in enumerate(items["item_id"])}
+
+
 def prepare(name: str, interactions: pd.DataFrame, items: pd.DataFrame, max_history: int = 20) -> PreparedData:
     """Samples and splits of a canonical (interactions, items) pair."""
-    item_index = {item_id: i for i, item_id in enumerate(items["item_id"])}
-    samples, source_row = build_samples(interactions, item_index, max_history)
+    item_index = catalogue_index(items)
+    return split_samples(name, items, *build_samples(interactions, item_index, max_history))
+
+
+def split_samples(name: str, items: pd.DataFrame, samples: Samples, source_row: np.ndarray) -> PreparedData:
+    """The temporal splits of samples built elsewhere (e.g. read through a feature store) over ``items``."""
     train, valid, test = temporal_split(samples, source_row)
-    return PreparedData(name=name, items=items, train=train, valid=valid, test=test, item_index=item_index)
+    return PreparedData(name=name, items=items, train=train, valid=valid, test=test, item_index=catalogue_index(items))

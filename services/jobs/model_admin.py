@@ -12,7 +12,7 @@ import numpy as np
 from r2ec.data.samples import PreparedData, Samples
 from r2ec.training.recipes import Recipe
 from services import registry
-from services.datastore import load_prepared, read_dataset
+from services.datastore import read_dataset
 from services.settings import Settings
 
 
@@ -87,20 +87,29 @@ def train_and_register(
     out_dir: Path | None = None,
     dataset: str | None = None,
     feature_snapshot: str | None = None,
+    samples_from: str = "prepared",
     **train_options: Any,
 ) -> dict[str, Any]:
     """Train inside an MLflow run (params, curves, dataset, wall time, peak memory), then :func:`register`."""
     from services.jobs import train
 
-    interactions, _ = read_dataset(settings, dataset)
-    data = load_prepared(settings, dataset)
-    with registry.training_run(settings, data.name, interactions, feature_snapshot, run_name=run_id) as mlflow_run:
+    data, interactions = train.training_data(settings, dataset, samples_from)
+    with registry.training_run(
+        settings, data.name, interactions, feature_snapshot, run_name=run_id, samples_from=samples_from
+    ) as mlflow_run:
         registry.MlflowLogger().log_params({"recipe": recipe.to_dict()})
         summary = train.run(
-            settings, run_id, recipe, out_dir, data.name, extra_logger=registry.MlflowLogger(), **train_options
+            settings, run_id, recipe, out_dir, data=data, extra_logger=registry.MlflowLogger(), **train_options
         )
         result = register(settings, Path(summary["checkpoint"]), data)
-    return {"run_id": run_id, "mlflow_run_id": mlflow_run, **result, "train_wall_s": summary["wall_s"]}
+    return {
+        "run_id": run_id,
+        "mlflow_run_id": mlflow_run,
+        **result,
+        "samples_from": samples_from,
+        "train_samples": len(data.train),
+        "train_wall_s": summary["wall_s"],
+    }
 
 
 def register_shipped(

@@ -125,7 +125,8 @@ def retrain(
     eval_samples: int | None = None,
     recipe: str | None = None,
 ) -> dict[str, Any]:
-    """Continue the headline recipe (or ``recipe``) from ``base``'s checkpoint; register a challenger and gate it.
+    """Continue the headline recipe (or ``recipe``) from ``base``'s checkpoint on the samples Feast's training
+    feature service reads from the clean lake; register a challenger and gate it.
 
     ``base`` is an alias or a version number, resolved once. The new version is tagged with the run id and the
     version it was trained from; a retry with the same run id returns that version instead of training again.
@@ -154,7 +155,12 @@ def retrain(
     log.info("run %s: %s (%s) from v%s", run_id, chosen.label, phases, parent.version)
     quiet = settings.model_copy(update={"auto_promote": False})  # promotion is its own, visible step
     with registry.checkpoint_of(settings, parent) as checkpoint:
-        summary = model_admin.train_and_register(quiet, run_id, chosen, init_checkpoint=checkpoint)
+        try:
+            summary = model_admin.train_and_register(
+                quiet, run_id, chosen, init_checkpoint=checkpoint, samples_from="feast"
+            )
+        except ValueError as error:  # no clean log, rows outside the catalogue: retrying cannot help
+            raise Refused(str(error)) from error
     version = str(summary["version"])
     registry.tag_version(settings, version, {TAG_TRAIN_RUN: run_id, TAG_TRAINED_FROM: str(parent.version)})
     metric = f"valid_{settings.gate_metric}"
@@ -168,6 +174,8 @@ def retrain(
         "gate_detail": summary["gate_detail"],
         metric: summary.get(metric),
         "mlflow_run_id": summary["mlflow_run_id"],
+        "samples_from": summary["samples_from"],
+        "train_samples": summary["train_samples"],
         "train_wall_s": summary["train_wall_s"],
     }
 

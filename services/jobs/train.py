@@ -1,4 +1,4 @@
-"""Job: train R²ec with a recipe's phases on a prepared dataset; a phase's best adapter lands in ``<out>/<mode>/best``.
+"""Job: train R²ec with a recipe's phases on a dataset's samples; a phase's best adapter lands in ``<out>/<mode>/best``.
 
 The model the README reports is trained by ``r2ec train --recipe smollm2-cpu`` (``r2ec.training.recipes``).
 """
@@ -12,17 +12,42 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
+from r2ec.data.samples import PreparedData, prepare
 from r2ec.modeling.recommender import R2ecRecommender
 from r2ec.training.logging import FanOutLogger, JsonlLogger, MetricsLogger, PhaseLogger
 from r2ec.training.recipes import Recipe
 from r2ec.training.trainer import FrozenLayerCache, R2ecTrainer
-from services.datastore import load_prepared
+from services.datastore import load_prepared, read_dataset
 from services.jobs.resources import peak_rss_mb
+from services.lake import read_clean_log
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
+SAMPLE_SOURCES = ("prepared", "feast")
+
+
+def training_data(settings: Settings, dataset: str | None, samples_from: str) -> tuple[PreparedData, pd.DataFrame]:
+    """The splits to train and gate on, and the log they were built from.
+
+    ``prepared``: the prepared dataset's tables, in memory (the paper's protocol, benchmarks). ``feast``: the
+    lake's clean log through Feast's training feature service (point in time), what scheduled retraining uses,
+    so that a model learns from what ingest landed and features serve.
+    """
+    if samples_from not in SAMPLE_SOURCES:
+        raise ValueError(f"samples_from must be one of {', '.join(SAMPLE_SOURCES)}, not {samples_from!r}")
+    name = dataset or settings.dataset
+    interactions, items = read_dataset(settings, name)
+    if samples_from == "prepared":
+        return prepare(name, interactions, items, settings.max_history), interactions
+    from services import features
+
+    clean = read_clean_log(settings, name)
+    if clean.empty:
+        raise ValueError(f"the lake holds no clean interactions of {name!r}: ingest a log first")
+    return features.training_data(settings, name, clean, items), clean
 
 
 def run(
@@ -32,6 +57,7 @@ def run(
     out_dir: Path | None = None,
     dataset: str | None = None,
     init_checkpoint: Path | None = None,
+    data: PreparedData | None = None,
     model_changes: dict[str, Any] | None = None,
     extra_logger: MetricsLogger | None = None,
 ) -> dict[str, Any]:
@@ -39,11 +65,12 @@ def run(
 
     The model is the recipe's, or with ``init_checkpoint`` that checkpoint's own (adapter and config), with
     ``model_changes`` (``R2ecConfig`` fields such as ``backbone`` or ``dtype``) applied on top in both cases.
+    The samples are ``data``'s, or the prepared ``dataset``'s.
     """
     started = time.perf_counter()
     out_dir = out_dir or settings.root / "runs" / run_id
     torch.manual_seed(recipe.phases[0].seed)
-    data = load_prepared(settings, dataset)
+    data = data or load_prepared(settings, dataset)
     cache = settings.root / "cache"
     if init_checkpoint is not None:
         recommender = R2ecRecommender.load(init_checkpoint, cache)

@@ -18,7 +18,9 @@ import pytest
 import sqlalchemy as sa
 from mlflow import MlflowClient
 
+from r2ec.data.samples import prepare
 from services import features, registry, vectors
+from services.datastore import read_dataset
 from services.jobs import index_refresh, model_admin, pipeline
 from services.lake import read_clean_log
 from services.recstore import RecStore
@@ -186,6 +188,12 @@ def test_recpo_retrain_registers_a_gated_challenger_from_the_champion(world: Set
     assert version.tags[pipeline.TAG_TRAINED_FROM] == str(champion)
     assert version.tags[pipeline.TAG_TRAIN_RUN] == run.run_id
     assert trained["recipe"] == "smollm2-cpu@v1" and trained["phases"] == "recpo"
+    # trained on what the lake landed, read through Feast (the prepared tables lack the days landed above)
+    interactions, items = read_dataset(world)
+    from_lake = prepare("lake", read_clean_log(world), items, world.max_history)
+    assert trained["samples_from"] == "feast"
+    from_tables = prepare("tables", interactions, items, world.max_history)
+    assert trained["train_samples"] == len(from_lake.train) != len(from_tables.train)
     params = MlflowClient(world.mlflow_uri).get_run(trained["mlflow_run_id"]).data.params
     assert params["recipe.name"] == "smollm2-cpu"
 

@@ -1,7 +1,8 @@
 """The Feast adapter on a real feature store: embedded (duckdb + SQLite, temp dir) and production (PostgreSQL).
 
 A random log with many ties in time goes through validation into the lake, then through Feast. Training
-samples must equal ``build_samples`` exactly; scoring histories must equal a brute-force point-in-time join.
+samples and splits must equal ``prepare``'s in-memory ones exactly; scoring histories must equal a brute-force
+point-in-time join.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from r2ec.data.samples import PAD, build_samples
+from r2ec.data.samples import PAD, SPLITS, prepare
 from services import features
 from services.cli import main
 from services.datastore import write_dataset
@@ -98,10 +99,6 @@ def drop_production_state(settings: Settings) -> None:
             conn.execute(f'DROP TABLE IF EXISTS "{settings.feast_project}_{table}"')
 
 
-def item_index() -> dict[str, int]:
-    return {item_id: i for i, item_id in enumerate(catalogue()["item_id"])}
-
-
 def brute_force_history(log: pd.DataFrame, user: str, at: pd.Timestamp) -> pd.DataFrame:
     """The user's last MAX_HISTORY interactions strictly before ``at``, oldest first, ties in log order."""
     mine = log[(log["user_id"] == user) & (log["event_time"] < at)]
@@ -109,14 +106,18 @@ def brute_force_history(log: pd.DataFrame, user: str, at: pd.Timestamp) -> pd.Da
 
 
 def assert_same_samples(settings: Settings, log: pd.DataFrame) -> None:
-    got, got_rows = features.training_samples(settings, item_index(), log)
-    want, want_rows = build_samples(log[["user_id", "item_id", "event_time", "rating"]], item_index(), MAX_HISTORY)
-    assert len(want) > 500
-    np.testing.assert_array_equal(got_rows, want_rows)
-    for field in fields(want):
-        np.testing.assert_array_equal(getattr(got, field.name), getattr(want, field.name), err_msg=field.name)
-    has_history = got.history != PAD
-    assert (got.history_time[has_history] <= np.repeat(got.target_time, MAX_HISTORY)[has_history.ravel()]).all()
+    got = features.training_data(settings, "feast", log, catalogue())
+    want = prepare("memory", log[["user_id", "item_id", "event_time", "rating"]], catalogue(), MAX_HISTORY)
+    assert len(want.train) > 400 and len(want.valid) and len(want.test)
+    assert got.item_index == want.item_index
+    for split in SPLITS:
+        for field in fields(want.split(split)):
+            ours, theirs = getattr(got.split(split), field.name), getattr(want.split(split), field.name)
+            np.testing.assert_array_equal(ours, theirs, err_msg=f"{split}.{field.name}")
+        samples = got.split(split)
+        has_history = samples.history != PAD
+        target_time = np.repeat(samples.target_time, MAX_HISTORY)[has_history.ravel()]
+        assert (samples.history_time[has_history] <= target_time).all()
 
 
 def assert_point_in_time(settings: Settings, log: pd.DataFrame, seed: int) -> None:
@@ -142,7 +143,7 @@ def assert_point_in_time(settings: Settings, log: pd.DataFrame, seed: int) -> No
         assert all(t < at.timestamp() for t in got["history_times"])  # nothing at or after the read time
 
 
-def test_training_samples_equal_build_samples(embedded: tuple[Settings, pd.DataFrame]) -> None:
+def test_training_data_through_feast_equals_the_in_memory_splits(embedded: tuple[Settings, pd.DataFrame]) -> None:
     assert_same_samples(*embedded)
 
 
