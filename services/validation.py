@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -56,6 +57,8 @@ UNKEPT_ID = rf"{CONTROL_CHARACTERS}|^\s|\s$"
 EXACT_FLOAT_INTEGER = 2**53  # a float id beyond this may not be the integer that was meant
 OFFSET = r"[T ]\d{1,2}(?::?\d{2}){0,2}(?:[.,]\d+)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"  # an ISO time with a zone
 NEWLINE = b"\n"
+# GE's data contexts share serialization schemas: two validations at once in one process can crash each other
+GE_LOCK = threading.Lock()
 FAR_FUTURE, FAR_PAST = pd.Timestamp.max.tz_localize("UTC"), pd.Timestamp.min.tz_localize("UTC")
 
 
@@ -393,15 +396,15 @@ def missing_columns(raw: pd.DataFrame) -> list[str]:
     """Required columns absent from a file, checked by GE on its header (a shape suite of its own)."""
     import great_expectations as gx
 
-    context = _context()
-    batch = (
-        context.data_sources.add_pandas("header").add_dataframe_asset("log").add_batch_definition_whole_dataframe("all")
-    )
     suite = gx.ExpectationSuite(
         name="interaction_log_shape",
         expectations=[gx.expectations.ExpectColumnToExist(column=c) for c in INTERACTION_COLUMNS],
     )
-    result = batch.get_batch(batch_parameters={"dataframe": raw.head(0)}).validate(suite)
+    with GE_LOCK:
+        context = _context()
+        source = context.data_sources.add_pandas("header")
+        batch = source.add_dataframe_asset("log").add_batch_definition_whole_dataframe("all")
+        result = batch.get_batch(batch_parameters={"dataframe": raw.head(0)}).validate(suite)
     return [r.expectation_config.kwargs["column"] for r in result.results if not r.success]
 
 
@@ -409,18 +412,18 @@ def failing_rows(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> dict[str, n
     """Row positions that fail each reason, from one checkpoint run (``COMPLETE`` results)."""
     import great_expectations as gx
 
-    context = _context()
-    batch = (
-        context.data_sources.add_pandas("incoming")
-        .add_dataframe_asset("log")
-        .add_batch_definition_whole_dataframe("all")
-    )
-    suite = context.suites.add(suite)
-    definition = context.validation_definitions.add(gx.ValidationDefinition(name="log", data=batch, suite=suite))
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(name="ingest", validation_definitions=[definition], result_format={"result_format": "COMPLETE"})
-    )
-    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    with GE_LOCK:
+        context = _context()
+        source = context.data_sources.add_pandas("incoming")
+        batch = source.add_dataframe_asset("log").add_batch_definition_whole_dataframe("all")
+        suite = context.suites.add(suite)
+        definition = context.validation_definitions.add(gx.ValidationDefinition(name="log", data=batch, suite=suite))
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name="ingest", validation_definitions=[definition], result_format={"result_format": "COMPLETE"}
+            )
+        )
+        result = checkpoint.run(batch_parameters={"dataframe": frame})
     failing: dict[str, np.ndarray] = {}
     for validation in result.run_results.values():
         for check in validation.results:
