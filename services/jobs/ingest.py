@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,23 +20,28 @@ def run(
 
     ``accepted`` is False when the batch was refused; then nothing was written and ``message`` says why.
     ``rows_landed`` is what this run added to the lake: 0 for a file already ingested, whose summary otherwise
-    repeats the first one. Validation runs outside the dataset's landing lock; the check against what landed,
-    and the landing, run under it. Raises ``InputError`` for a file that cannot be validated at all.
+    repeats the first one; ``seconds`` says where the time went. Validation runs outside the dataset's landing
+    lock; the check against what landed, and the landing, run under it. Raises ``InputError`` for a file that
+    cannot be validated at all.
     """
     name = dataset or settings.dataset
     _, items = read_dataset(settings, name)
     policy = Policy.from_settings(settings, now or datetime.now(UTC))
+    started = time.perf_counter()
     raw = read_log(path)
     batch = batch_id(path)
+    seconds = {"read": time.perf_counter() - started}
     outcome = validate(raw, policy, items["item_id"].tolist())
     accepted = outcome.bad_fraction <= policy.max_bad_fraction
     landed: dict[str, Any] = {"rows_landed": 0, "days": 0, "quarantine_path": None}
+    started = time.perf_counter()
     with landing(settings, name):  # also clears what a killed ingest left, even when this batch is refused
         previous = manifest(settings, batch, name) if accepted else None
         if accepted and previous is None:
             outcome = without_landed_rows(settings, outcome, name)
             record = {"source": path.name, **counts(outcome)}
             landed = land(settings, outcome.clean, outcome.quarantine, batch, name, record)
+    seconds |= {**outcome.seconds, "land": time.perf_counter() - started}
     figures = counts(outcome)
     if previous is not None:  # the figures of the first ingest, which the lake holds
         figures = {key: previous.get(key, value) for key, value in figures.items()}
@@ -52,6 +58,7 @@ def run(
         "days": landed["days"],
         "quarantine_path": landed["quarantine_path"],
         "message": message(figures, policy, accepted, previous),
+        "seconds": {step: round(value, 3) for step, value in seconds.items()},
     }
 
 
@@ -89,4 +96,5 @@ def without_landed_rows(settings: Settings, outcome: Outcome, dataset: str) -> O
         quarantine=outcome.quarantine,
         duplicates_dropped=outcome.duplicates_dropped + int(already.sum()),
         reasons=outcome.reasons,
+        seconds=outcome.seconds,
     )
