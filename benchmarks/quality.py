@@ -37,11 +37,11 @@ import torch
 from r2ec.data.movielens import DatasetUnavailable
 from r2ec.data.samples import PreparedData, held_out_items
 from r2ec.modeling.backbone import resolve_dtype
-from r2ec.modeling.recommender import R2ecRecommender
+from r2ec.modeling.recommender import FrozenLayerCache, R2ecRecommender
 from r2ec.training.config import TrainConfig
 from r2ec.training.logging import JsonlLogger
 from r2ec.training.recipes import HEADLINE, get_recipe
-from r2ec.training.trainer import FrozenLayerCache, R2ecTrainer
+from r2ec.training.trainer import R2ecTrainer, phase_model_config
 from services.datastore import load_prepared
 from services.jobs import evaluate, prepare_data
 from services.jobs.resources import peak_rss_mb
@@ -145,7 +145,7 @@ def train(settings: Settings, runs: Path, run: TrainingRun, modes: list[str]) ->
             recommender.load_adapter_weights(Path(run.init_adapter))
             init = f"adapter of {run.init_adapter} (fresh optimizer and warm-up)"
             init_samples = samples_behind(run)
-        recommender.config = replace(recommender.config, reasoning=config.mode == "recpo")
+        recommender.config = phase_model_config(recommender.config, config)
         logger = JsonlLogger(out / "metrics.jsonl")
         trainer = R2ecTrainer(recommender, data, config, logger, settings.show_progress, items)
         result = trainer.train(out)

@@ -16,13 +16,17 @@ suite and landed in the lake (`services.jobs.ingest`): clean rows by day, bad ro
 
 Files are picked by the day in their name, not by arrival time, so a backfill of an old interval ingests the
 same files as the original run did. Files without a day in their name are ignored (use `r2ec ingest FILE`).
+
+**Catching up a backlog** (a first load, days the DAG was paused): trigger it with **catch_up_from** set to the
+first day; that one run ingests the files of every day from then to the end of its interval, each file still
+its own batch.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 INTERACTIONS = Asset(name="r2ec_interactions", uri="r2ec://lake/interactions")
@@ -42,20 +46,32 @@ INTERACTIONS = Asset(name="r2ec_interactions", uri="r2ec://lake/interactions")
         "retry_delay": timedelta(minutes=5),
         "execution_timeout": timedelta(hours=1),
     },
+    params={
+        "catch_up_from": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Catch up from",
+            description="Also ingest the files of every day from this one (YYYY-MM-DD) on. Empty = the interval only.",
+        ),
+    },
 )
 def interactions_validate() -> None:
     @task(outlets=[INTERACTIONS])
-    def ingest(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:
+    def ingest(data_interval_start=None, data_interval_end=None, params=None, run_id=None) -> dict:
         """Validate and land the inbox files of the data interval (one batch per file)."""
         from services.jobs import pipeline
 
         start, end = pipeline.as_utc(data_interval_start), pipeline.as_utc(data_interval_end)
         try:
+            start = pipeline.catch_up_start(start, params["catch_up_from"])
             summary = pipeline.ingest_interval(pipeline.load_settings(), run_id, start, end)
         except pipeline.Refused as refusal:
             raise AirflowFailException(str(refusal)) from refusal
         if not summary["files"]:
-            raise AirflowSkipException(f"no log file of {start:%Y-%m-%d} in {summary['inbox']}")
+            raise AirflowSkipException(
+                f"no log file of a day in [{start:%Y-%m-%d}, {end:%Y-%m-%d}) in {summary['inbox']}"
+            )
         return pipeline.xcom_summary(summary)
 
     ingest()

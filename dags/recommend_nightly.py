@@ -7,10 +7,11 @@ of user ids; **shards**: how many mapped tasks score the users, default 2).
 1. **plan** makes sure the item index serves `champion` (a no-op unless a new version was promoted; done once
    here so that parallel shards never build it twice) and lists the shards.
 2. **score** — one mapped task per shard (`.partial(...).expand(shard=...)`) — calls
-   `services.jobs.recommend.run(settings, run_id, users, shard=(i, n), as_of=run_after)` with the **Airflow run
+   `services.jobs.recommend.run(settings, run_id, users, shard=(i, n), as_of=...)` with the **Airflow run
    id**: each resolves `champion` (refreshing the item index first when it serves another version, so a
-   promotion made in the MLflow UI takes effect by itself), reads histories as of the run's `run_after` from
-   Feast, reasons, retrieves top-K with seen items excluded and writes its users in chunks.
+   promotion made in the MLflow UI takes effect by itself), reads histories from Feast as of the run's logical
+   date (a manual run without one: its `run_after`; **as_of** in the form: that time, to redo a past night),
+   reasons, retrieves top-K with seen items excluded and writes its users in chunks.
 3. **publish** calls `services.jobs.recommend.publish`: checks (K distinct items per user, every user once,
    rationale quality) and one transaction that makes this run the one `recommendations_current` shows; the
    asset `r2ec://recstore/recommendations` gets an event.
@@ -57,6 +58,12 @@ RECOMMENDATIONS = Asset(name="r2ec_recommendations", uri="r2ec://recstore/recomm
             description="all, the first N users by id, or a file with one user id per line.",
         ),
         "shards": Param(2, type="integer", minimum=1, maximum=256, title="Shards", description="Mapped scoring tasks."),
+        "as_of": Param(
+            None,
+            type=["null", "string"],
+            title="As of",
+            description="Histories as of this ISO time (a past night again). Empty = the run's logical date.",
+        ),
     },
 )
 def recommend_nightly() -> None:
@@ -71,12 +78,15 @@ def recommend_nightly() -> None:
         return shards
 
     @task(map_index_template="shard {{ shard_label }}")
-    def score(shard: list[int], users: str, run_id=None, dag_run=None) -> dict:
+    def score(shard: list[int], users: str, params=None, run_id=None, dag_run=None) -> dict:
         """Score and write this shard's users under the Airflow run id."""
         from services.jobs import pipeline, recommend
 
         get_current_context()["shard_label"] = f"{shard[0]}/{shard[1]}"
-        as_of = pipeline.as_utc(dag_run.run_after)  # the same for every shard and every retry of the run
+        try:  # the same for every shard and every retry of the run
+            as_of = pipeline.night_as_of(params["as_of"], dag_run.logical_date or dag_run.run_after)
+        except pipeline.Refused as refusal:
+            raise AirflowFailException(str(refusal)) from refusal
         summary = recommend.run(pipeline.load_settings(), run_id, users, shard=(shard[0], shard[1]), as_of=as_of)
         return pipeline.xcom_summary(summary)
 

@@ -131,6 +131,8 @@ def cmd_model(settings: Settings, args: argparse.Namespace) -> int:
             run_id = f"register-{args.checkpoint.name}"
             summary = model_admin.register_shipped(settings, run_id, args.checkpoint, args.dataset, args.promote)
             _print_json_or_table(summary, None)
+        elif args.model_command == "webhook":
+            _print_json_or_table(registry.ensure_webhook(settings, args.url), None)
         else:
             _print_json_or_table(registry.rollback(settings), None)
     except registry.RegistryError as error:
@@ -188,7 +190,15 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from services.jobs import demo
 
-    demo.run(settings, args.run_id or new_run_id("demo"), args.users, echo=print)
+    if args.retrain_steps < 0:
+        raise UsageError("--retrain-steps must be >= 0 (0 skips the retrain)")
+    from services.orchestrator import DagRunFailed
+
+    try:
+        demo.run(settings, args.run_id or new_run_id("demo"), args.users, args.retrain_steps, echo=print)
+    except DagRunFailed as error:
+        print(f"r2ec: demo stopped: {error}", file=sys.stderr)
+        return EXIT_REFUSED
     return 0
 
 
@@ -292,6 +302,17 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hooks(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from services.hooks import create_hooks_app
+
+    if settings.webhook_secret is None:
+        raise UsageError("set R2EC_WEBHOOK_SECRET: the receiver refuses every call without it")
+    uvicorn.run(create_hooks_app(settings), host=args.host, port=args.port)
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one line on stderr for bad arguments (no usage dump), exit code 2."""
 
@@ -377,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     shipped.add_argument("--dataset", default=None, help="catalogue the version serves (default: the settings')")
     shipped.add_argument("--promote", action="store_true", help="also move champion to it")
     shipped.set_defaults(handler=cmd_model)
+    webhook = model.add_parser(
+        "webhook", help="register the MLflow server's webhook that posts champion moves to `r2ec hooks` at URL"
+    )
+    webhook.add_argument(
+        "--url", required=True, help="the receiver's address, e.g. http://r2ec-hooks:8001/hooks/mlflow"
+    )
+    webhook.set_defaults(handler=cmd_model)
 
     index = sub.add_parser("index", help="the Qdrant item index (alias items)")
     index = index.add_subparsers(dest="index_command", required=True)
@@ -407,7 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the main job end to end on embedded defaults")
     demo.add_argument("--users", default="100", help="users to recommend for: a number, 'all' or a file")
-    demo.add_argument("--run-id", help="name of the nightly run (default: demo-<UTC time>)")
+    demo.add_argument("--run-id", help="name of the registration run (default: demo-<UTC time>)")
+    demo.add_argument(
+        "--retrain-steps", type=int, default=8, help="RecPO steps (4 users each) from the shipped champion (0: none)"
+    )
     demo.set_defaults(handler=cmd_demo)
 
     rec = sub.add_parser("recommend", help="score users with the champion and publish their lists and rationales")
@@ -425,6 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(handler=cmd_serve)
+
+    hooks = sub.add_parser("hooks", help="the MLflow webhook receiver: a champion move starts items_reindex")
+    hooks.add_argument("--host", default="127.0.0.1")
+    hooks.add_argument("--port", type=int, default=8001)
+    hooks.set_defaults(handler=cmd_hooks)
     return parser
 
 

@@ -116,6 +116,15 @@ recs = sa.Table(
     sa.Index("ix_recommendations_user_run", "user_id", "run_id"),
 )
 
+deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("delivery_id", sa.String(64), primary_key=True),
+    sa.Column("event", sa.String(128), nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),
+)
+
 
 @dataclass(frozen=True)
 class RankedItem:
@@ -408,6 +417,35 @@ class RecStore:
             select = select.where(users.c.user_id.icontains(query, autoescape=True))
         with self.engine.connect() as conn:
             return list(conn.scalars(select.order_by(users.c.user_id).limit(limit).offset(offset)))
+
+    # --- webhook deliveries (services.hooks) ---------------------------------------------------------------------
+
+    def claim_delivery(self, delivery_id: str, event: str, received_at: datetime) -> bool:
+        """Record a verified webhook delivery; False when its id was recorded before (a replay).
+
+        The primary key decides, so two receivers handed the same delivery at once cannot both act on it.
+        """
+        row = {"delivery_id": delivery_id, "event": event, "received_at": received_at, "outcome": "received"}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(deliveries.insert().values(**row))
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def settle_delivery(self, delivery_id: str, outcome: str | None) -> None:
+        """Note what a claimed delivery did, or with ``None`` forget it (it failed; a redelivery may act)."""
+        with self.engine.begin() as conn:
+            where = deliveries.c.delivery_id == delivery_id
+            if outcome is None:
+                conn.execute(deliveries.delete().where(where))
+            else:
+                conn.execute(deliveries.update().where(where).values(outcome=outcome))
+
+    def delivery(self, delivery_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(deliveries).where(deliveries.c.delivery_id == delivery_id)).mappings().first()
+        return dict(row) if row else None
 
     @staticmethod
     def _run(conn: sa.Connection, run_id: str, lock: bool = False) -> dict[str, Any] | None:

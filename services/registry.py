@@ -315,6 +315,35 @@ def promote(settings: Settings, version: str) -> dict[str, str | None]:
     return {"champion": str(target.version), "previous": None if previous is None else str(previous.version)}
 
 
+WEBHOOK_NAME = "r2ec-champion"
+
+
+def ensure_webhook(settings: Settings, url: str) -> dict[str, str]:
+    """Register (or update) the registry webhook that tells ``url`` when an alias is set, signed with the secret.
+
+    Webhooks are sent by an MLflow tracking server with a SQL backend, so ``mlflow_tracking_uri`` must be one;
+    the server needs ``MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY`` to keep the secret across restarts.
+    """
+    if not (settings.mlflow_tracking_uri or "").startswith(("http://", "https://")):
+        raise RegistryError("webhooks are sent by an MLflow server: set R2EC_MLFLOW_TRACKING_URI to its URL")
+    if settings.webhook_secret is None:
+        raise RegistryError("set R2EC_WEBHOOK_SECRET (the receiver verifies every call with it)")
+    client = connect(settings)
+    events, secret = ["model_version_alias.created"], settings.webhook_secret.get_secret_value()
+    description = "r2ec: a champion move starts items_reindex (services.hooks)"
+    try:
+        existing = [hook for hook in client.list_webhooks() if hook.name == WEBHOOK_NAME]
+        if existing:
+            hook = client.update_webhook(existing[0].webhook_id, url=url, events=events, secret=secret,
+                                         description=description, status="ACTIVE")  # fmt: skip
+        else:
+            hook = client.create_webhook(WEBHOOK_NAME, url, events, description=description, secret=secret)
+    except MlflowException as error:
+        raise RegistryError(f"MLflow refused the webhook: {error.message}") from error
+    return {"webhook": hook.name, "id": hook.webhook_id, "url": hook.url, "events": ",".join(events),
+            "created": "updated" if existing else "created"}  # fmt: skip
+
+
 def rollback(settings: Settings) -> dict[str, str]:
     """Move ``champion`` back to the version it replaced (the ``promoted_from`` tag of the current one)."""
     current = alias_version(settings, CHAMPION)

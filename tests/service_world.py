@@ -34,3 +34,17 @@ def build_world(home: Path, model_cache: Path, **settings_overrides: object) -> 
     model.save(home / "models" / "tiny", metrics={"valid_ndcg@10": 0.0})
     model_admin.register_shipped(settings, "world-register", home / "models" / "tiny", promote=True)
     return settings
+
+
+def perturbed_copy(source: Path, target: Path, cache: Path) -> Path:
+    """Another tiny checkpoint: the same model with every LoRA weight nudged (a different digest and ranking)."""
+    import torch
+
+    model = R2ecRecommender.load(source, cache)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, parameter in model.model.named_parameters():
+            if "lora_" in name:
+                parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    model.save(target, metrics={"valid_ndcg@10": 0.0})
+    return target

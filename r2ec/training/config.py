@@ -61,6 +61,12 @@ class TrainConfig:
             others masked out (a dense "all upcoming actions" loss, as in Pinterest's PinnerFormer). The user
             forward is most of a CPU step; this gives it several targets' worth of supervision for the price of
             a few more short item prompts through the LoRA layers.
+        served_reasoning: contrastive mode only: read each user vector where the service reads it when the
+            untouched backbone writes the rationale (``R2ecConfig.reasoning_writer="backbone"``): after prompt +
+            the backbone's reasoning + ``<answer>``, instead of right after the prompt. Neither the backbone's text
+            nor the layers below the adapters change while the adapters train, so each prompt's reasoning and the
+            states entering the first adapted layer are computed once (one generation per new prompt) and a step
+            runs only the adapted layers on them.
         sampling_correction: subtract from each candidate's logit the log of its expected count among the
             candidates (logQ correction, Yi et al. 2019). Targets and popularity-drawn negatives over-represent
             popular items; uncorrected, the sampled softmax learns to demote them, although the full-catalogue
@@ -101,6 +107,7 @@ class TrainConfig:
     popularity_negatives: bool = True
     negatives_from_train_targets: bool = False
     upcoming_targets: int = 1
+    served_reasoning: bool = False
     sampling_correction: bool = True
 
     eval_every: int = 25
@@ -120,6 +127,8 @@ class TrainConfig:
             raise ValueError("beta must be in [0, 1]")
         if self.upcoming_targets < 1 or (self.upcoming_targets > 1 and self.mode != "contrastive"):
             raise ValueError("upcoming_targets must be >= 1, and 1 outside contrastive mode (rewards rank one target)")
+        if self.served_reasoning and self.mode != "contrastive":
+            raise ValueError("served_reasoning is a contrastive-mode option (RecPO samples its own reasoning)")
         if self.warmup_steps < 0:
             raise ValueError("warmup_steps must be >= 0")
         if self.recency_half_life_days is not None and self.recency_half_life_days <= 0:

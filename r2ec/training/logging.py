@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,3 +64,26 @@ class PhaseLogger:
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.logger.log_metrics({f"{self.prefix}{key}": value for key, value in metrics.items()}, step)
+
+
+class LogLinesLogger:
+    """Metrics as ``logging`` lines, for logs that have no progress bar (an Airflow task log): every validation,
+    and training steps at most every ``every_s`` seconds."""
+
+    def __init__(self, logger: logging.Logger, label: str, every_s: float = 10.0) -> None:
+        self.logger, self.label, self.every_s = logger, label, every_s
+        self.started = self.last = time.monotonic()
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass  # parameters go to the run's tracker; the log says what trains from the job's own lines
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        now = time.monotonic()
+        validation = {key: value for key, value in metrics.items() if key.startswith("valid_")}
+        if validation:
+            shown = ", ".join(f"{key.removeprefix('valid_')} {value:.4f}" for key, value in validation.items())
+            self.logger.info("%s: step %d, validation %s", self.label, step, shown)
+        elif "loss" in metrics and now - self.last >= self.every_s:
+            self.last = now
+            self.logger.info("%s: step %d, loss %.4f, %.1f s/step, %.0f s so far", self.label, step,
+                             metrics["loss"], metrics.get("step_s", float("nan")), now - self.started)  # fmt: skip

@@ -135,6 +135,27 @@ SMOLLM2_CPU = Recipe(
     ),
 )
 
+SMOLLM2_CPU_SERVED = Recipe(
+    name="smollm2-cpu-served",
+    version=1,
+    description=(
+        "Continues smollm2-cpu's contrastive adapter (r2ec train --init DIR) where the service reads the vector: "
+        "after the untouched backbone's greedy reasoning (served_reasoning), 25 minutes, so that 60 + 25 minutes "
+        "of training fit a 90-minute CPU budget. The checkpoint is served with the backbone writing the reasoning."
+    ),
+    model=replace(CPU_MODEL, reasoning=True, reasoning_writer="backbone"),
+    phases=(
+        replace(
+            SMOLLM2_CPU.phase("contrastive"),
+            served_reasoning=True,
+            max_minutes=25.0,
+            learning_rate=1e-4,
+            eval_samples=150,
+        ),
+    ),
+)
+
+
 TINY = Recipe(
     name="tiny",
     version=1,
@@ -155,7 +176,7 @@ TINY = Recipe(
     ),
 )
 
-RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (SMOLLM2_CPU, TINY)}
+RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (SMOLLM2_CPU, SMOLLM2_CPU_SERVED, TINY)}
 HEADLINE = SMOLLM2_CPU.name
 
 

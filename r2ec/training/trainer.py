@@ -9,8 +9,8 @@ whole item table only run the LoRA layers.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,13 @@ from r2ec.data.samples import PAD, PreparedData, Samples
 from r2ec.evaluation.evaluator import sample_ranks
 from r2ec.evaluation.metrics import mask_history, ranking_metrics, target_ranks
 from r2ec.modeling.generation import GenerationSettings, Rollouts, generate_rollouts, left_pad
-from r2ec.modeling.recommender import R2ecRecommender
+from r2ec.modeling.recommender import FrozenLayerCache, R2ecConfig, R2ecRecommender
 from r2ec.modeling.scoring import cosine_scores
 from r2ec.modeling.vectors import (
     at_last_token,
     decoder_and_head,
-    embed,
     hidden_states,
     last_hidden_from_layer,
-    run_layers,
 )
 from r2ec.training.config import TrainConfig
 from r2ec.training.logging import MetricsLogger
@@ -40,47 +38,6 @@ from r2ec.training.losses import item_softmax_loss, policy_token_loss, sampling_
 from r2ec.training.rewards import fused_reward, group_advantages, rank_reward, similarity_reward
 
 BEST_DIR = "best"
-
-
-class FrozenLayerCache:
-    """Outputs of the frozen layers ``[0, split)`` for fixed prompts, so later passes start at ``split``.
-
-    Filled lazily: a prompt's lower-layer states are computed (without grad) the first time it is used.
-    """
-
-    def __init__(self, recommender: R2ecRecommender, rows: Sequence[Sequence[int]]) -> None:
-        """The split is the first layer with LoRA adapters (0 when every layer has them): what lies below is frozen."""
-        self.recommender = recommender
-        self.rows = rows
-        self.split = recommender.frozen_layers
-        self.states: dict[int, torch.Tensor] = {}
-
-    def _fill(self, index: Sequence[int], batch_size: int = 32) -> None:
-        missing = sorted({i for i in index if i not in self.states}, key=lambda i: len(self.rows[i]))
-        model, device = self.recommender.model, self.recommender.device
-        with torch.no_grad():
-            for start in range(0, len(missing), batch_size):
-                chunk = missing[start : start + batch_size]
-                ids, mask = left_pad([self.rows[i] for i in chunk], self.recommender.tokenizer.pad_token_id)
-                ids, mask = ids.to(device), mask.to(device)
-                states = run_layers(model, embed(model, ids), mask, 0, self.split)
-                for j, i in enumerate(chunk):
-                    self.states[i] = states[j, -len(self.rows[i]) :].clone()
-
-    def last_hidden(self, index: Sequence[int]) -> torch.Tensor:
-        """(k, d) float32 raw vectors of the cached prompts ``index``, through the upper layers (grad if enabled)."""
-        self._fill(index)
-        return last_hidden_from_layer(self.recommender.model, [self.states[i] for i in index], self.split)
-
-    def all_last_hidden(self, batch_size: int = 64) -> torch.Tensor:
-        """(n, d) float32 raw vectors of every cached prompt, no grad."""
-        order = sorted(range(len(self.rows)), key=lambda i: len(self.rows[i]))
-        out = torch.empty((len(self.rows), self.recommender.dim), dtype=torch.float32)
-        with torch.no_grad():
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                out[chunk] = self.last_hidden(chunk).cpu()
-        return out
 
 
 @dataclass(frozen=True)
@@ -161,6 +118,14 @@ def draw_weights(train: Samples, item_year: np.ndarray | None, config: TrainConf
     return weights / weights.sum()
 
 
+def phase_model_config(model: R2ecConfig, phase: TrainConfig) -> R2ecConfig:
+    """The model a phase trains, and its checkpoint is served as: with reasoning for RecPO and served_reasoning,
+    whose checkpoints the service serves with the backbone writing the reasoning."""
+    reasoning = phase.mode == "recpo" or phase.served_reasoning
+    writer = "backbone" if phase.served_reasoning else model.reasoning_writer
+    return replace(model, reasoning=reasoning, reasoning_writer=writer)
+
+
 class R2ecTrainer:
     """Trains the LoRA adapters of an :class:`R2ecRecommender` on a prepared dataset."""
 
@@ -176,8 +141,12 @@ class R2ecTrainer:
         """``item_cache`` may be shared between trainers of one backbone with the same LoRA layers."""
         if config.mode == "zero-shot":
             raise ValueError("zero-shot mode has nothing to train: evaluate the untrained model instead")
-        if recommender.config.reasoning != (config.mode == "recpo"):
-            raise ValueError(f"mode {config.mode} needs a recommender with reasoning={config.mode == 'recpo'}")
+        reasoning = config.mode == "recpo" or config.served_reasoning
+        if recommender.config.reasoning != reasoning:
+            raise ValueError(f"this {config.mode} phase needs a recommender with reasoning={reasoning}")
+        backbone_writes = recommender.config.reasoning_writer == "backbone" and recommender.frozen_layers > 0
+        if config.served_reasoning and not backbone_writes:
+            raise ValueError("served_reasoning needs reasoning_writer='backbone' and layers below the adapters")
         self.recommender, self.data, self.config = recommender, data, config
         self.logger, self.progress = logger, progress
         self.rng = np.random.default_rng(config.seed)
@@ -195,6 +164,7 @@ class R2ecTrainer:
             n_positives = config.batch_size * config.upcoming_targets
             self.log_q = sampling_log_q(target_probs, self.negative_probs, n_positives, n_negatives)
         self.upcoming = data.train.upcoming_targets(config.upcoming_targets)
+        self.served_states: dict[tuple[int, ...], torch.Tensor] = {}  # prompt -> its served context (served_reasoning)
         self.draw_probs = draw_weights(data.train, item_years(data.items), config)
         n_valid = min(config.eval_samples, len(data.valid))
         self.valid = data.valid.take(np.sort(self.rng.choice(len(data.valid), n_valid, replace=False)))
@@ -347,13 +317,26 @@ class R2ecTrainer:
 
     # contrastive ------------------------------------------------------------------------------------
 
+    def _served_context(self, prompts: list[list[int]]) -> list[torch.Tensor]:
+        """Each prompt's states entering the first adapted layer over prompt + the backbone's reasoning +
+        ``<answer>`` (served_reasoning), generated for the prompts not seen before."""
+        keys = [tuple(prompt) for prompt in prompts]
+        new = list(dict.fromkeys(key for key in keys if key not in self.served_states))
+        if new:
+            rollouts = self.recommender.backbone_reasoning([list(key) for key in new])
+            self.served_states.update(zip(new, rollouts.layer_states, strict=True))
+            self.budget["reasoning_tokens"] += int(rollouts.completion_mask.sum())
+        return [self.served_states[key] for key in keys]
+
     def _contrastive_loss(self, batch: Samples, positives: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
-        device = self.recommender.device
-        ids, mask = left_pad(
-            self.recommender.user_prompt_ids(batch, self.data.items), self.recommender.tokenizer.pad_token_id
-        )
-        ids, mask = ids.to(device), mask.to(device)
-        raw = at_last_token(hidden_states(self.recommender.model, ids, mask), mask)
+        device, model = self.recommender.device, self.recommender.model
+        prompts = self.recommender.user_prompt_ids(batch, self.data.items)
+        if self.config.served_reasoning:
+            raw = last_hidden_from_layer(model, self._served_context(prompts), self.recommender.frozen_layers)
+        else:
+            ids, mask = left_pad(prompts, self.recommender.tokenizer.pad_token_id)
+            ids, mask = ids.to(device), mask.to(device)
+            raw = at_last_token(hidden_states(model, ids, mask), mask)
         candidates = self._candidates(batch, positives)
         batch_users = self.recommender.project(raw)
         users = batch_users[candidates.users]  # one row per (user, positive) pair
@@ -379,10 +362,17 @@ class R2ecTrainer:
     # loop -------------------------------------------------------------------------------------------
 
     def user_cache(self, samples: Samples) -> FrozenLayerCache | None:
-        """Frozen-layer cache of fixed user prompts; None in RecPO mode (the reasoning changes each time)."""
+        """Frozen-layer cache of fixed user contexts: the prompts, or with served_reasoning prompt + the
+        backbone's reasoning + ``<answer>``; None in RecPO mode (the reasoning changes as the adapter trains)."""
+        prompts = self.recommender.user_prompt_ids(samples, self.data.items)
+        if self.config.served_reasoning:
+            rollouts = self.recommender.backbone_reasoning(prompts)
+            cache = FrozenLayerCache(self.recommender, rollouts.sequences())
+            cache.states = dict(enumerate(rollouts.layer_states))
+            return cache
         if self.recommender.config.reasoning:
             return None
-        return FrozenLayerCache(self.recommender, self.recommender.user_prompt_ids(samples, self.data.items))
+        return FrozenLayerCache(self.recommender, prompts)
 
     def sample_ranks(self, samples: Samples, cache: FrozenLayerCache | None = None) -> np.ndarray:
         """Target ranks with the current adapters (fresh item table); ``cache`` skips the frozen layers."""

@@ -11,7 +11,7 @@ from r2ec.data.samples import PreparedData
 from r2ec.evaluation.evaluator import evaluate, evaluation_subset
 from r2ec.recommender import Recommender
 from services.datastore import load_prepared
-from services.jobs.resources import peak_rss_mb
+from services.jobs.resources import inference_model, peak_rss_mb
 from services.settings import Settings
 
 BASELINES = ("popularity", "sasrec", "content")
@@ -49,11 +49,11 @@ def build_r2ec(settings: Settings, data: PreparedData, checkpoint: Path | None) 
     cache = settings.root / "cache"
     if checkpoint is None:
         config = replace(CPU_MODEL, prompts=replace(CPU_MODEL.prompts, domain=domain_of(data.name)))
-        recommender = R2ecRecommender.create(replace(config, dtype=settings.dtype or config.dtype), cache)
+        generation = replace(config.generation, batch_size=settings.inference_batch_size)
+        config = replace(config, dtype=settings.dtype or config.dtype, generation=generation)
+        recommender = R2ecRecommender.create(config, cache)
     else:
-        recommender = R2ecRecommender.load(checkpoint, cache, settings.dtype)
-    generation = replace(recommender.config.generation, batch_size=settings.inference_batch_size)
-    recommender.config = replace(recommender.config, generation=generation)
+        recommender = inference_model(settings, checkpoint)
     if checkpoint is None:
         return recommender, "r2ec-zero-shot"
     return recommender, "r2ec-recpo" if recommender.config.reasoning else "r2ec-contrastive"

@@ -9,8 +9,8 @@ import numpy as np
 
 from r2ec.data.samples import PAD, Samples
 from r2ec.inference import rank_catalogue
-from r2ec.modeling.recommender import R2ecRecommender
 from services.datastore import load_prepared
+from services.jobs.resources import inference_model
 from services.settings import Settings
 
 
@@ -31,7 +31,7 @@ def run(
 ) -> dict[str, Any]:
     data = load_prepared(settings, dataset)
     sample = latest_sample([data.train, data.valid, data.test], user_id)
-    recommender = R2ecRecommender.load(checkpoint, settings.root / "cache")
+    recommender = inference_model(settings, checkpoint)
     recommender.set_catalogue(data.items, progress=settings.show_progress)
     readout, ranked = rank_catalogue(recommender, sample, k)
     titles = data.items["title"].to_numpy()

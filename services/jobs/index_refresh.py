@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -10,7 +11,10 @@ import pandas as pd
 
 from services import registry, vectors
 from services.datastore import read_dataset
+from services.jobs.resources import inference_model
 from services.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def run(
@@ -59,10 +63,12 @@ def run(
 
 def _encode(settings: Settings, version: Any, items: pd.DataFrame) -> tuple[np.ndarray, float]:
     """(n_items, d) unit item vectors of a registered version, and the seconds encoding took."""
-    from r2ec.modeling.recommender import R2ecRecommender
 
     with registry.checkpoint_of(settings, version) as checkpoint:
-        model = R2ecRecommender.load(checkpoint, settings.root / "cache")
+        model = inference_model(settings, checkpoint)
     started = time.perf_counter()
-    table = model.encode_items(items, progress=settings.show_progress)
+    log.info("encoding %d items with v%s (one log line when done)", len(items),
+             version.version)  # fmt: skip
+    table = model.encode_items(items, progress=settings.show_progress, states=settings.item_states_dir)
+    log.info("encoded %d items in %.0f s", len(items), time.perf_counter() - started)
     return table, time.perf_counter() - started

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,10 @@ from r2ec.data.samples import PreparedData, Samples
 from r2ec.training.recipes import Recipe
 from services import registry
 from services.datastore import read_dataset
+from services.jobs.resources import inference_model
 from services.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def evaluation_split(settings: Settings, data: PreparedData, split: str) -> tuple[Samples, np.ndarray, str]:
@@ -30,16 +34,21 @@ def evaluation_split(settings: Settings, data: PreparedData, split: str) -> tupl
     return samples, overall, f"{data.name}/{split}/{len(samples)}/{digest.hexdigest()[:12]}"
 
 
-def score_checkpoint(settings: Settings, checkpoint: Path, data: PreparedData, split: str) -> dict[str, float]:
-    """``{split}_ndcg@10`` etc. of a checkpoint on the split's seeded subset."""
+def score_checkpoint(
+    settings: Settings, checkpoint: Path, data: PreparedData, splits: tuple[str, ...] = ("valid",)
+) -> dict[str, float]:
+    """``{split}_ndcg@10`` etc. of a checkpoint on each split's seeded subset (the catalogue is encoded once)."""
     from r2ec.evaluation.evaluator import evaluate
-    from r2ec.modeling.recommender import R2ecRecommender
 
-    samples, overall, _ = evaluation_split(settings, data, split)
-    recommender = R2ecRecommender.load(checkpoint, settings.root / "cache")
-    recommender.set_catalogue(data.items)
-    report = evaluate(recommender, samples, batch_size=32, overall=overall)
-    return {f"{split}_{k}": v for k, v in report.overall.items()}
+    recommender = inference_model(settings, checkpoint)
+    recommender.set_catalogue(data.items, states=settings.item_states_dir)
+    metrics: dict[str, float] = {}
+    for split in splits:
+        samples, overall, _ = evaluation_split(settings, data, split)
+        log.info("scoring %s on %d %s samples", checkpoint.name, len(samples), split)
+        report = evaluate(recommender, samples, batch_size=32, overall=overall)
+        metrics.update({f"{split}_{k}": v for k, v in report.overall.items()})
+    return metrics
 
 
 def champion_score(settings: Settings, data: PreparedData, split_key: str) -> tuple[Any, float | None]:
@@ -51,16 +60,13 @@ def champion_score(settings: Settings, data: PreparedData, split_key: str) -> tu
     if champion.tags.get(registry.TAG_GATE_SPLIT) == split_key and tag in champion.tags:
         return champion, float(champion.tags[tag])
     with registry.checkpoint_of(settings, champion) as checkpoint:
-        return champion, score_checkpoint(settings, checkpoint, data, "valid")[f"valid_{settings.gate_metric}"]
+        return champion, score_checkpoint(settings, checkpoint, data)[f"valid_{settings.gate_metric}"]
 
 
 def register(settings: Settings, checkpoint: Path, data: PreparedData) -> dict[str, Any]:
     """In the active MLflow run: log and register ``checkpoint``, tag its metrics, gate it, maybe promote it."""
     version = registry.register_checkpoint(settings, checkpoint, data.items)
-    metrics = {
-        **score_checkpoint(settings, checkpoint, data, "valid"),
-        **score_checkpoint(settings, checkpoint, data, "test"),
-    }
+    metrics = score_checkpoint(settings, checkpoint, data, ("valid", "test"))
     registry.tag_metrics(settings, version, metrics)
     split_key = evaluation_split(settings, data, "valid")[2]
     champion, champion_value = champion_score(settings, data, split_key)

@@ -72,6 +72,23 @@ def inbox_files(settings: Settings, start: datetime, end: datetime, dataset: str
     return found
 
 
+def catch_up_start(start: datetime, catch_up_from: str | None) -> datetime:
+    """The interval's start, moved back to the day ``catch_up_from`` (``YYYY-MM-DD``) when one is given.
+
+    A backlog of daily files (a first load, days the DAG was paused) then lands in one run instead of one run
+    per day; each file is still its own batch, validated alone.
+    """
+    if not catch_up_from:
+        return start
+    try:
+        day = datetime.combine(date.fromisoformat(str(catch_up_from).strip()), time(), tzinfo=UTC)
+    except ValueError as error:
+        raise Refused(f"catch_up_from must be a day YYYY-MM-DD, not {catch_up_from!r}") from error
+    if day > start:
+        raise Refused(f"catch_up_from {day:%Y-%m-%d} is after the interval's start {start:%Y-%m-%d}")
+    return day
+
+
 def ingest_interval(
     settings: Settings, run_id: str, start: datetime, end: datetime, dataset: str | None = None
 ) -> dict[str, Any]:
@@ -232,6 +249,17 @@ def shards(count: int) -> list[list[int]]:
     if not 1 <= int(count) <= 256:
         raise Refused(f"shards must lie in 1..256, not {count}")
     return [[index, int(count)] for index in range(int(count))]
+
+
+def night_as_of(as_of: str | None, scheduled: datetime | None) -> datetime:
+    """The time a nightly run reads histories as of: ``as_of`` (ISO-8601, naive = UTC) when given, else the
+    run's own time."""
+    if not as_of:
+        return as_utc(scheduled)
+    try:
+        return as_utc(datetime.fromisoformat(str(as_of).strip()))
+    except ValueError as error:
+        raise Refused(f"as_of must be an ISO-8601 time such as 1998-04-23T00:00:00Z, not {as_of!r}") from error
 
 
 def xcom_summary(summary: dict[str, Any]) -> dict[str, Any]:

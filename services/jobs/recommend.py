@@ -34,6 +34,7 @@ import pandas as pd
 from services import features, registry, vectors
 from services.datastore import read_dataset
 from services.jobs import index_refresh
+from services.jobs.resources import inference_model
 from services.lake import read_clean_log
 from services.progress import Progress
 from services.recstore import RankedItem, RecStore, UserResult
@@ -190,7 +191,6 @@ def _score(
     settings: Settings, store: RecStore, plan: RunPlan, catalogue: Catalogue, clean: pd.DataFrame, users: list[str]
 ) -> dict[str, Any]:
     """Score and write ``users`` not yet written for the run, chunk by chunk; returns counts and the time split."""
-    from r2ec.modeling.recommender import R2ecRecommender
 
     done = store.done_users(plan.run_id)
     todo = [u for u in users if u not in done]
@@ -200,10 +200,8 @@ def _score(
         return {**counts, "scoring_s": 0.0, "time_split_s": seconds}
     seen = clean.groupby(clean["user_id"].astype(str))["item_id"].agg(catalogue.indices)
     with registry.checkpoint_of(settings, plan.version) as checkpoint:
-        recommender = R2ecRecommender.load(checkpoint, settings.root / "cache", settings.dtype)
+        recommender = inference_model(settings, checkpoint)
     recommender.use_catalogue(catalogue.items)
-    generation = replace(recommender.config.generation, batch_size=settings.inference_batch_size)
-    recommender.config = replace(recommender.config, generation=generation)
     scoring_started = time.perf_counter()
     histories = features.scoring_features(settings, todo, plan.as_of).set_index("user_id", drop=False)
     seconds["features"] = time.perf_counter() - scoring_started

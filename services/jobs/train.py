@@ -16,10 +16,10 @@ import pandas as pd
 import torch
 
 from r2ec.data.samples import PreparedData, prepare
-from r2ec.modeling.recommender import R2ecRecommender
-from r2ec.training.logging import FanOutLogger, JsonlLogger, MetricsLogger, PhaseLogger
+from r2ec.modeling.recommender import FrozenLayerCache, R2ecRecommender
+from r2ec.training.logging import FanOutLogger, JsonlLogger, LogLinesLogger, MetricsLogger, PhaseLogger
 from r2ec.training.recipes import Recipe
-from r2ec.training.trainer import FrozenLayerCache, R2ecTrainer
+from r2ec.training.trainer import R2ecTrainer, phase_model_config
 from services.datastore import load_prepared, read_dataset
 from services.jobs.resources import peak_rss_mb
 from services.lake import read_clean_log
@@ -77,16 +77,21 @@ def run(
         recommender.config = replace(recommender.config, **(model_changes or {}))
     else:
         recommender = R2ecRecommender.create(replace(recipe.model, **(model_changes or {})), cache)
-    items = FrozenLayerCache(recommender, recommender.item_prompt_ids(data.items))
+    rows, states = recommender.item_prompt_ids(data.items), settings.item_states_dir
+    items = FrozenLayerCache.persisted(recommender, rows, states) if states else FrozenLayerCache(recommender, rows)
     phases: dict[str, Any] = {}
     best_dir: Path | None = None
     for phase in recipe.phases:
         if best_dir is not None:
             recommender.load_adapter_weights(best_dir)
-        recommender.config = replace(recommender.config, reasoning=phase.mode == "recpo")
+        recommender.config = phase_model_config(recommender.config, phase)
         phase_dir = out_dir / phase.mode
-        jsonl = JsonlLogger(phase_dir / "metrics.jsonl")
-        logger = FanOutLogger(jsonl, PhaseLogger(extra_logger, phase.mode)) if extra_logger else jsonl
+        loggers: list[MetricsLogger] = [JsonlLogger(phase_dir / "metrics.jsonl")]
+        if extra_logger is not None:
+            loggers.append(PhaseLogger(extra_logger, phase.mode))
+        if not settings.show_progress:  # no bar: the log shows progress instead
+            loggers.append(LogLinesLogger(log, f"{recipe.label} {phase.mode}"))
+        logger = FanOutLogger(*loggers)
         log.info("%s: %s phase on %s (%d training samples)", recipe.label, phase.mode, data.name, len(data.train))
         phase_started = time.perf_counter()
         result = R2ecTrainer(recommender, data, phase, logger, settings.show_progress, items).train(phase_dir)

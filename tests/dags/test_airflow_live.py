@@ -78,11 +78,12 @@ def fresh_database() -> Iterator[str]:
 
 
 @contextmanager
-def started(name: str, env: dict[str, str], logs: Path) -> Iterator[subprocess.Popen]:
-    """``airflow <name>`` in its own process group; SIGTERM to the group at the end, SIGKILL if it lingers."""
-    log = (logs / f"{name}.log").open("wb")
+def started(name: str, env: dict[str, str], logs: Path, command: list[str] | None = None) -> Iterator[subprocess.Popen]:
+    """``airflow <name>`` (or ``command``) in its own process group, output in ``<logs>/<name>.log``; SIGTERM to
+    the group at the end, SIGKILL if it lingers."""
+    log = (logs / f"{name}.log").open("ab")
     process = subprocess.Popen(
-        [str(AIRFLOW), name], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        command or [str(AIRFLOW), name], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
         yield process
@@ -115,6 +116,22 @@ class Airflow:
     home: Path
     logs: Path
     world: Settings
+    env: dict[str, str]
+    processes: dict[str, ExitStack]
+
+    def start(self, name: str, **env: str) -> None:
+        """(Re)start one component, with ``env`` on top of the shared environment from now on."""
+        if name in self.processes:
+            self.processes.pop(name).close()
+        self.env.update(env)
+        stack = ExitStack()
+        stack.enter_context(started(name, self.env, self.logs))
+        self.processes[name] = stack
+
+    def healthy(self) -> bool:
+        health = self.get("/api/v2/monitor/health")
+        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        return all((health.get(part) or {}).get("status") == "healthy" for part in parts)
 
     def get(self, path: str) -> Any:
         response = self.api.get(path)
@@ -177,18 +194,13 @@ def airflow(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> Itera
         migrate = subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
         if migrate.returncode != 0:
             unavailable(f"`airflow db migrate` failed: {(migrate.stdout + migrate.stderr)[-2000:]}")
-        for name in COMPONENTS:
-            stack.enter_context(started(name, env, logs))
         api = stack.enter_context(httpx.Client(base_url=url, timeout=30))
-        running = Airflow(url, api, home, logs, world)
-
-        def healthy() -> bool:
-            health = running.get("/api/v2/monitor/health")
-            parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-            return all((health.get(part) or {}).get("status") == "healthy" for part in parts)
-
+        running = Airflow(url, api, home, logs, world, env, {})
+        for name in COMPONENTS:
+            running.start(name)
+            stack.callback(lambda name=name: running.processes.pop(name).close())
         try:
-            wait_for("the scheduler, dag-processor and triggerer to report healthy", healthy, 240)
+            wait_for("the scheduler, dag-processor and triggerer to report healthy", running.healthy, 240)
         except AssertionError as error:
             unavailable(f"Airflow did not start: {error}\n{running.diagnostics()}")
         token = api.get("/auth/token").json()["access_token"]
@@ -285,3 +297,82 @@ def test_the_airflow_ui_lists_the_dags(airflow: Airflow, tmp_path: Path) -> None
     if target := os.environ.get("R2EC_SCREENSHOT_DIR"):
         Path(target).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, Path(target) / path.name)
+
+
+def test_a_champion_move_in_mlflow_alone_starts_items_reindex_and_an_unsigned_call_does_not(
+    airflow: Airflow, tiny_cache: Path
+) -> None:
+    """MLflow server (webhooks need one) -> ``r2ec hooks`` -> Airflow asset event -> ``items_reindex``."""
+    from cryptography.fernet import Fernet
+    from mlflow import MlflowClient
+    from pydantic import SecretStr
+
+    from services import registry, vectors
+    from services.hooks import CHAMPION_ASSET
+    from services.jobs import model_admin
+    from tests.service_world import perturbed_copy
+
+    world, secret = airflow.world, secrets.token_urlsafe(24)
+    dag = "items_reindex"
+    # asset-triggered runs need the scheduler's job schedule; the nightly DAG stays paused so none of its runs start
+    airflow.send("PATCH", "/api/v2/dags/recommend_nightly", {"is_paused": True})
+    airflow.start("scheduler", AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="true")
+    wait_for("the restarted scheduler to report healthy", airflow.healthy, 240)
+    airflow.send("PATCH", f"/api/v2/dags/{dag}", {"is_paused": False})
+    mlflow_port, hooks_port = free_port(), free_port()
+    mlflow_url, hooks_url = f"http://127.0.0.1:{mlflow_port}", f"http://127.0.0.1:{hooks_port}"
+    mlflow_env = {
+        **airflow.env,
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",  # the receiver is on loopback here
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    }
+    hooks_env = {
+        **airflow.env,
+        "R2EC_WEBHOOK_SECRET": secret,
+        "R2EC_AIRFLOW_API_URL": airflow.url,
+    }
+    mlflow_command = [str(AIRFLOW.with_name("mlflow")), "server", "--backend-store-uri", world.mlflow_uri,
+                      "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"]  # fmt: skip
+    hooks_command = [str(AIRFLOW.with_name("r2ec")), "hooks", "--port", str(hooks_port)]
+    with (
+        started("mlflow-server", mlflow_env, airflow.logs, mlflow_command),
+        started("r2ec-hooks", hooks_env, airflow.logs, hooks_command),
+    ):
+        wait_for("the MLflow server", lambda: httpx.get(f"{mlflow_url}/health", timeout=5).status_code == 200, 120)
+        wait_for("the receiver", lambda: httpx.get(f"{hooks_url}/docs", timeout=5).status_code == 200, 60)
+        server = world.model_copy(update={"mlflow_tracking_uri": mlflow_url, "webhook_secret": SecretStr(secret)})
+        registry.ensure_webhook(server, f"{hooks_url}/hooks/mlflow")
+        checkpoint = perturbed_copy(world.root / "models" / "tiny", world.root / "models" / "tiny-hook", tiny_cache)
+        version = model_admin.register_shipped(world, "register-tiny-hook", checkpoint)["version"]
+        asset = next(a for a in airflow.get("/api/v2/assets?limit=100")["assets"] if a["uri"] == CHAMPION_ASSET)
+
+        def events() -> list[dict[str, Any]]:
+            return airflow.get(f"/api/v2/assets/events?asset_id={asset['id']}&limit=100")["asset_events"]
+
+        def runs() -> list[dict[str, Any]]:
+            return airflow.get(f"/api/v2/dags/{dag}/dagRuns")["dag_runs"]
+
+        move = {"entity": "model_version_alias", "action": "created",
+                "data": {"name": world.registry_model_name, "alias": "champion", "version": version}}  # fmt: skip
+        unsigned = httpx.post(f"{hooks_url}/hooks/mlflow", json=move, timeout=10)
+        stamp = str(int(time.time()))
+        guessed = {"X-MLflow-Signature": "v1,Zm9yZ2Vk", "X-MLflow-Timestamp": stamp, "X-MLflow-Delivery-Id": "f-1"}
+        forged = httpx.post(f"{hooks_url}/hooks/mlflow", json=move, headers=guessed, timeout=10)
+        assert (unsigned.status_code, forged.status_code) == (401, 401), (unsigned.text, forged.text)
+        assert events() == [] and runs() == []
+
+        MlflowClient(mlflow_url, registry_uri=mlflow_url).set_registered_model_alias(
+            world.registry_model_name, "champion", version
+        )
+
+        event = wait_for("the asset event sent for the alias move", events, 120)[0]
+        assert event["extra"]["version"] == version and event["extra"]["via"] == "mlflow"
+        run = wait_for("items_reindex to be started by the asset event", runs, 120)[0]
+        wait_for_run(airflow, dag, run["dag_run_id"])
+    assert len(runs()) == 1 and len(events()) == 1
+    client = vectors.connect(world)
+    try:
+        assert vectors.live_collection(client).startswith(f"items__v{version}__")
+    finally:
+        client.close()

@@ -126,7 +126,8 @@ def test_trigger_forms(dagbag: Any) -> None:
     }
     assert defaults("model_promote") == {"version": None, "force": False}
     assert not dagbag.dags["model_promote"].params.get_param("version").has_value  # the form asks for it
-    assert defaults("recommend_nightly") == {"users": "all", "shards": 2}
+    assert defaults("recommend_nightly") == {"users": "all", "shards": 2, "as_of": None}
+    assert defaults("interactions_validate") == {"catch_up_from": None}  # a scheduled run: its interval only
 
 
 def test_recommend_nightly_fans_out_over_shards_and_publishes_once(dagbag: Any) -> None:

@@ -26,7 +26,7 @@ from services.lake import read_clean_log
 from services.recstore import RecStore
 from services.settings import Settings, load_settings
 from tests.dags.conftest import asset_events, run_dag, task_states, try_numbers, xcom
-from tests.service_world import build_world
+from tests.service_world import build_world, perturbed_copy
 
 INTERACTIONS, CHAMPION = "r2ec://lake/interactions", "r2ec://registry/champion"
 RECOMMENDATIONS = "r2ec://recstore/recommendations"
@@ -149,6 +149,31 @@ def test_a_refused_file_fails_its_day_with_the_reason_and_the_next_day_goes_thro
     good = run_dag(dagbag, "interactions_validate", logical_date=at("2024-06-05"))  # June 4: a good file
     assert task_states(good) == {"ingest": "success"}
     assert len(read_clean_log(world)) == before + 8
+    assert asset_events(INTERACTIONS) == events + 1
+
+
+def test_catch_up_from_lands_a_backlog_of_days_in_one_run(
+    world: Settings, dagbag: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    before, events = len(read_clean_log(world)), asset_events(INTERACTIONS)
+    for day, user in (("2024-06-06", "u5"), ("2024-06-07", "u6"), ("2024-06-08", "u7")):
+        drop(world, good_day(day).assign(user_id=user), f"ratings-{day}.csv")
+    capfd.readouterr()
+
+    too_late = run_dag(dagbag, "interactions_validate", logical_date=at("2024-06-09"),
+                       run_conf={"catch_up_from": "2024-06-10"})  # fmt: skip
+
+    assert task_states(too_late) == {"ingest": "failed"} and try_numbers(too_late) == {"ingest": 1}
+    assert "catch_up_from 2024-06-10 is after the interval's start 2024-06-08" in "".join(capfd.readouterr())
+    assert len(read_clean_log(world)) == before
+
+    run = run_dag(dagbag, "interactions_validate", logical_date=at("2024-06-09"),
+                  run_conf={"catch_up_from": "2024-06-06"})  # fmt: skip
+
+    assert task_states(run) == {"ingest": "success"}
+    assert (xcom(run, "ingest")["files"], xcom(run, "ingest")["rows_clean"]) == (3, 24)
+    log = read_clean_log(world)
+    assert len(log) == before + 24 and {"u5", "u6", "u7"} <= set(log["user_id"])
     assert asset_events(INTERACTIONS) == events + 1
 
 
@@ -300,22 +325,6 @@ def test_recommend_nightly_scores_in_shards_and_publishes_under_the_airflow_run_
     assert asset_events(RECOMMENDATIONS) == events + 1
 
 
-def perturbed_copy(settings: Settings, source: Path, target: Path, cache: Path) -> Path:
-    """Another tiny checkpoint: the same model with every LoRA weight nudged (a different digest and ranking)."""
-    import torch
-
-    from r2ec.modeling.recommender import R2ecRecommender
-
-    model = R2ecRecommender.load(source, cache)
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, parameter in model.model.named_parameters():
-            if "lora_" in name:
-                parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
-    model.save(target, metrics={"valid_ndcg@10": 0.0})
-    return target
-
-
 def test_a_promotion_in_the_mlflow_ui_reaches_the_next_nightly_run(
     world: Settings, dagbag: Any, tiny_cache: Path
 ) -> None:
@@ -323,7 +332,7 @@ def test_a_promotion_in_the_mlflow_ui_reaches_the_next_nightly_run(
     first = run_dag(dagbag, "recommend_nightly", run_conf={"users": "8", "shards": 1})
     assert str(first.state) == "success"
     before = published_run(world)
-    checkpoint = perturbed_copy(world, world.root / "models" / "tiny", world.root / "models" / "tiny-b", tiny_cache)
+    checkpoint = perturbed_copy(world.root / "models" / "tiny", world.root / "models" / "tiny-b", tiny_cache)
     version = model_admin.register_shipped(world, "register-tiny-b", checkpoint)["version"]
     assert version != before["model_version"]
 

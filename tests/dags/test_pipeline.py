@@ -152,3 +152,21 @@ def test_the_import_probe_catches_a_heavy_top_level_import(tmp_path: Path) -> No
         [sys.executable, "-c", PROBE, str(planted), ",".join(HEAVY)], capture_output=True, text=True, timeout=120
     )
     assert '"heavy": ["pandas"]' in probe.stdout
+
+
+def test_catch_up_moves_the_start_back_to_a_valid_earlier_day_only() -> None:
+    assert pipeline.catch_up_start(JUNE_2, None) == JUNE_2
+    assert pipeline.catch_up_start(JUNE_2, " 2024-05-20 ") == datetime(2024, 5, 20, tzinfo=UTC)
+    with pytest.raises(pipeline.Refused, match="is after the interval's start"):
+        pipeline.catch_up_start(JUNE_1, "2024-06-02")
+    with pytest.raises(pipeline.Refused, match="must be a day YYYY-MM-DD, not '20-5-2024'"):
+        pipeline.catch_up_start(JUNE_1, "20-5-2024")
+
+
+def test_a_night_is_read_as_of_the_form_time_or_else_the_runs_own_time() -> None:
+    assert pipeline.night_as_of(None, JUNE_2) == JUNE_2
+    assert pipeline.night_as_of("1998-04-23T00:00:00+00:00", JUNE_2) == datetime(1998, 4, 23, tzinfo=UTC)
+    assert pipeline.night_as_of("1998-04-23T02:00:00+02:00", JUNE_2) == datetime(1998, 4, 23, tzinfo=UTC)
+    assert pipeline.night_as_of("1998-04-23", JUNE_2) == datetime(1998, 4, 23, tzinfo=UTC)  # naive = UTC
+    with pytest.raises(pipeline.Refused, match="as_of must be an ISO-8601 time"):
+        pipeline.night_as_of("yesterday", JUNE_2)

@@ -163,7 +163,9 @@ def test_airflow_runs_every_component_on_celery(stack: dict[str, dict[str, Any]]
         assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://"), name
         assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg://"), name
         assert env["AIRFLOW__API_AUTH__JWT_SECRET"].startswith("${"), f"{name}: the JWT secret is not shared"
-    assert _command(stack["airflow-init"]) == ["airflow", "db", "migrate"]
+    init = " ".join(_command(stack["airflow-init"]))
+    assert init.endswith("&& exec airflow db migrate"), init
+    assert "AIRFLOW_HOOKS_PASSWORD" in init and "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" in init
     assert "--queues" in (worker := _command(stack["airflow-worker"]))
     assert worker[worker.index("--queues") + 1] == "default"
 
@@ -327,3 +329,22 @@ def test_qdrant_image_shares_the_clients_major_minor(stack: dict[str, dict[str, 
     client = importlib.metadata.version("qdrant-client")
     assert match.group(1, 2) == tuple(client.split(".")[:2]), f"server {image}, client {client}"
     assert is_compatible(client, ".".join(match.group(1, 2, 3)))
+
+
+def test_the_webhook_receiver_can_log_in_to_airflow_and_mlflow_can_reach_it(stack: dict[str, dict[str, Any]]) -> None:
+    hooks = _env(stack["r2ec-hooks"])
+    assert hooks["R2EC_AIRFLOW_API_URL"] == "http://airflow-api-server:8080"
+    users = dict(
+        u.split(":") for u in _env(stack["airflow-scheduler"])["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(",")
+    )
+    assert users[hooks["R2EC_AIRFLOW_USERNAME"]] in ("op", "admin"), "asset events need role op"
+    init = _env(stack["airflow-init"])
+    assert hooks["R2EC_AIRFLOW_PASSWORD"] == init["AIRFLOW_HOOKS_PASSWORD"], "one password, written by airflow-init"
+    assert (
+        init["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+        == _env(stack["airflow-api-server"])["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+    )
+    mlflow = _env(stack["mlflow"])
+    assert "http" in mlflow["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"].split(",")
+    assert mlflow["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"].startswith("${"), "a fixed key, from .env"
+    assert "postgres" in hooks["R2EC_RECSTORE_URL"], "the delivery ledger is in the service's database"

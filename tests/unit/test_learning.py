@@ -17,8 +17,9 @@ from r2ec.data.samples import PreparedData, prepare
 from r2ec.data.synthetic import generate_synthetic
 from r2ec.evaluation.evaluator import sample_ranks
 from r2ec.evaluation.metrics import ranking_metrics
+from r2ec.modeling.recommender import FrozenLayerCache
 from r2ec.training.config import TrainConfig
-from r2ec.training.trainer import FrozenLayerCache, R2ecTrainer
+from r2ec.training.trainer import R2ecTrainer
 
 from .model_helpers import LEARNING_MODEL, tiny_recommender
 

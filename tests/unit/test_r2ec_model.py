@@ -259,3 +259,29 @@ def test_sharing_the_prompts_common_prefix_changes_no_token_and_no_vector(tiny_c
     assert torch.allclose(shared.vectors, alone.vectors, atol=1e-4)
     for with_prefix, without in zip(shared.layer_states, alone.layer_states, strict=True):
         assert with_prefix.shape == without.shape and torch.allclose(with_prefix, without, atol=1e-4)
+
+
+def test_kept_item_states_serve_every_adapter_of_their_backbone_and_no_other(
+    tiny_cache, synthetic_data, tmp_path
+) -> None:
+    items, store = synthetic_data.items.head(24), tmp_path / "item-states"
+    recommender = tiny_recommender(tiny_cache, reasoning=False)
+    rows = recommender.item_prompt_ids(items)
+    perturb_lora(recommender)
+    first = recommender.raw_item_vectors(items, states=store)
+    assert torch.allclose(first, recommender.raw_vectors(rows), atol=1e-5)
+    (kept,) = store.glob("*.pt")
+
+    perturb_lora(recommender, scale=0.5)  # a new adapter on the same backbone: only its top layer reruns
+    second = recommender.raw_item_vectors(items, states=store)
+    assert torch.allclose(second, recommender.raw_vectors(rows), atol=1e-5)
+    assert not torch.allclose(second, first, atol=1e-3) and list(store.glob("*.pt")) == [kept]
+    torch.save([state * 0 for state in torch.load(kept)], kept)
+    zeroed = recommender.raw_item_vectors(items, states=store)
+    assert torch.allclose(zeroed, zeroed[:1].expand_as(zeroed))  # every item reads zeros: the kept file is what is read
+
+    with torch.no_grad():  # another backbone below the adapters: its own states, never the kept ones
+        next(recommender.model.get_base_model().model.layers[0].parameters()).add_(0.05)
+    third = recommender.raw_item_vectors(items, states=store)
+    assert torch.allclose(third, recommender.raw_vectors(rows), atol=1e-5)
+    assert len(list(store.glob("*.pt"))) == 2

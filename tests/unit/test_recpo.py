@@ -13,12 +13,13 @@ import torch
 
 from r2ec.data.samples import PAD
 from r2ec.modeling.backbone import LoraSettings
+from r2ec.modeling.recommender import FrozenLayerCache
+from r2ec.modeling.vectors import last_hidden_from_layer
 from r2ec.training.config import TrainConfig
 from r2ec.training.logging import JsonlLogger
 from r2ec.training.losses import item_softmax_loss, policy_token_loss, sampling_log_q
 from r2ec.training.rewards import fused_reward, group_advantages, rank_reward, similarity_reward
 from r2ec.training.trainer import (
-    FrozenLayerCache,
     R2ecTrainer,
     draw_weights,
     negative_distribution,
@@ -324,3 +325,34 @@ def test_negatives_can_be_kept_to_items_someone_chose_in_training() -> None:
     assert uniform[1] == uniform[3] > 0 and uniform[0] == 0
     for probs in (everything, chosen_only, uniform):
         assert math.isclose(probs.sum(), 1.0)
+
+
+def test_served_reasoning_trains_the_vector_where_the_service_reads_it(tiny_cache, synthetic_data) -> None:
+    """Same tokens (prompt + the backbone's reasoning + <answer>), same position, same vector as serving."""
+    recommender = tiny_recommender(tiny_cache, reasoning=True, reasoning_writer="backbone")
+    perturb_lora(recommender)
+    config = TrainConfig(mode="contrastive", served_reasoning=True, batch_size=4, max_steps=2, eval_samples=6,
+                         n_negatives=8, eval_every=1)  # fmt: skip
+    trainer = R2ecTrainer(recommender, synthetic_data, config)
+    batch = synthetic_data.train.take(np.arange(4))
+    prompts = recommender.user_prompt_ids(batch, synthetic_data.items)
+    served = recommender.user_rollouts(batch, synthetic_data.items)
+    context = trainer._served_context(prompts)
+    assert [len(states) for states in context] == [len(tokens) for tokens in served.sequences()]
+    with torch.no_grad():
+        trained = last_hidden_from_layer(recommender.model, context, recommender.frozen_layers)
+    assert torch.allclose(trained, served.vectors, atol=1e-5)
+    assert not torch.allclose(trained, recommender.raw_vectors(prompts), atol=1e-3)  # not the prompt-only vector
+    validation = trainer.valid_cache.all_last_hidden()
+    assert torch.allclose(validation, recommender.user_rollouts(trainer.valid, synthetic_data.items).vectors, atol=1e-5)
+
+    trainer._served_context(prompts)  # seen prompts are not generated again
+    assert trainer.budget["reasoning_tokens"] == int(served.completion_mask.sum())
+
+
+def test_served_reasoning_needs_the_backbone_writer_and_contrastive_mode(tiny_cache, synthetic_data) -> None:
+    with pytest.raises(ValueError, match="contrastive-mode option"):
+        TrainConfig(mode="recpo", served_reasoning=True)
+    adapter_writes = tiny_recommender(tiny_cache, reasoning=True)
+    with pytest.raises(ValueError, match="reasoning_writer='backbone'"):
+        R2ecTrainer(adapter_writes, synthetic_data, TrainConfig(mode="contrastive", served_reasoning=True))
