@@ -3,6 +3,10 @@ reasoning model registered in MLflow as ``champion`` (no mocks: the same adapter
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import shutil
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,4 +51,16 @@ def perturbed_copy(source: Path, target: Path, cache: Path) -> Path:
             if "lora_" in name:
                 parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
     model.save(target, metrics={"valid_ndcg@10": 0.0})
+    return target
+
+
+def copy_world(source: Path, target: Path) -> Path:
+    """A copy of a world's state folder with whole SQLite databases. Connections left to the garbage collector are
+    closed first (one closing mid-copy deletes its WAL file under copytree) and every WAL is folded into its
+    database, so nothing changes while the files are copied."""
+    gc.collect()
+    for database in source.rglob("*.db"):
+        with contextlib.suppress(sqlite3.DatabaseError), contextlib.closing(sqlite3.connect(database)) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.db-wal", "*.db-shm"))
     return target

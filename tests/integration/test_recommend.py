@@ -5,7 +5,6 @@ once, bad input is one line and exit code 2."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from services.jobs import recommend
 from services.lake import read_clean_log
 from services.recstore import SCORED, RankedItem, RecStore, UserResult
 from services.settings import Settings
-from tests.service_world import build_world
+from tests.service_world import build_world, copy_world
 
 AS_OF = datetime(2024, 6, 1, tzinfo=UTC)
 K = 5
@@ -156,8 +155,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_published_run(
     elif case == "no champion":
         monkeypatch.setenv("R2EC_REGISTRY_MODEL_NAME", "never-registered")
     elif case == "empty catalogue":
-        home = tmp_path / "copy"
-        shutil.copytree(world.root, home)
+        home = copy_world(world.root, tmp_path / "copy")
         items = pd.read_parquet(home / "data" / "synthetic" / "items.parquet")
         items.iloc[:0].to_parquet(home / "data" / "synthetic" / "items.parquet", index=False)
     else:
@@ -173,8 +171,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_published_run(
 
 def test_items_removed_from_the_catalogue_since_they_were_logged_are_skipped(world: Settings, tmp_path: Path) -> None:
     """A history may name items the catalogue no longer has: they are left out of prompts and lists, no crash."""
-    home = tmp_path / "copy"
-    shutil.copytree(world.root, home)
+    home = copy_world(world.root, tmp_path / "copy")
     items_file = home / "data" / "synthetic" / "items.parquet"
     items = pd.read_parquet(items_file)
     log = read_clean_log(world)
