@@ -7,7 +7,7 @@ ML-100k's log is dropped into the inbox as one file per day; then, each step a D
 2. ``features_materialize`` applies the Feast definitions and loads the online store;
 3. the shipped model is registered in MLflow as ``champion`` (what ``r2ec model register --promote`` does) and
    ``items_reindex`` builds its item index;
-4. ``recpo_retrain`` continues RecPO from the champion for a few minutes on the samples Feast serves, registers
+4. ``recpo_retrain`` continues RecPO from the champion for a few steps on the samples Feast serves, registers
    and gates a challenger, promotes it if its gate passed, and ``items_reindex`` follows the champion;
 5. ``recommend_nightly`` writes every chosen user's rationale and top items and publishes the run.
 

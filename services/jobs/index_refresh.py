@@ -63,12 +63,11 @@ def run(
 
 def _encode(settings: Settings, version: Any, items: pd.DataFrame) -> tuple[np.ndarray, float]:
     """(n_items, d) unit item vectors of a registered version, and the seconds encoding took."""
-
     with registry.checkpoint_of(settings, version) as checkpoint:
         model = inference_model(settings, checkpoint)
     started = time.perf_counter()
-    log.info("encoding %d items with v%s (one log line when done)", len(items),
-             version.version)  # fmt: skip
+    log.info("encoding %d items with v%s (one log line when done)", len(items), version.version)
     table = model.encode_items(items, progress=settings.show_progress, states=settings.item_states_dir)
-    log.info("encoded %d items in %.0f s", len(items), time.perf_counter() - started)
-    return table, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    log.info("encoded %d items in %.0f s", len(items), seconds)
+    return table, seconds

@@ -191,7 +191,6 @@ def _score(
     settings: Settings, store: RecStore, plan: RunPlan, catalogue: Catalogue, clean: pd.DataFrame, users: list[str]
 ) -> dict[str, Any]:
     """Score and write ``users`` not yet written for the run, chunk by chunk; returns counts and the time split."""
-
     done = store.done_users(plan.run_id)
     todo = [u for u in users if u not in done]
     seconds = dict.fromkeys(("features", "generation", "vectors", "fluency", "retrieval", "writing"), 0.0)
